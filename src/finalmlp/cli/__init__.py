@@ -1,0 +1,1 @@
+"""The ``finalmlp`` command line: a thin Typer layer over the library."""

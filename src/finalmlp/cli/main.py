@@ -1,0 +1,195 @@
+"""``finalmlp`` command line: train, evaluate, predict, schema infer, data fetch.
+
+User errors (FinalMLPError) print one line, ``error: ...``, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from finalmlp.errors import FinalMLPError
+
+app = typer.Typer(
+    name="finalmlp",
+    help="FinalMLP CTR prediction: train, evaluate and score from raw click logs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schema_app = typer.Typer(help="Describe data: propose a config from a data file.")
+data_app = typer.Typer(help="Public datasets: download with checksum verification.")
+app.add_typer(schema_app, name="schema")
+app.add_typer(data_app, name="data")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+USER_ERROR_EXIT = 2
+
+
+def user_errors(func: F) -> F:
+    """Turn FinalMLPError into one red line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FinalMLPError as exc:
+            err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            raise typer.Exit(USER_ERROR_EXIT) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/yellow]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config (data, model, train).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory to write.")] = Path(
+        "runs/latest"
+    ),
+    seed: Annotated[int | None, typer.Option(help="Override train.seed.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No live bar.")] = False,
+) -> None:
+    """Train a model from raw data and write the run directory (config, processor, weights,
+    metrics)."""
+    from finalmlp.schema import load_config
+    from finalmlp.train.run import train_from_config
+
+    cfg = load_config(config)
+    updates: dict[str, Any] = {}
+    if seed is not None:
+        updates["seed"] = seed
+    if no_progress or not sys.stderr.isatty():
+        updates["progress"] = False
+    if updates:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
+    metrics = train_from_config(cfg, out_dir)
+    _print_summary(metrics, out_dir)
+
+
+def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
+    valid, test = metrics["valid"], metrics["test"]
+    out.print(
+        f"valid AUC {valid['auc']:.4f}  logloss {valid['logloss']:.4f}\n"
+        f"test  AUC {test['auc']:.4f}  logloss {test['logloss']:.4f}\n"
+        f"{metrics['epochs']} epochs (best {metrics['best_epoch']}), "
+        f"{metrics['train_samples_per_s']:,.0f} train samples/s, run saved to {out_dir}"
+    )
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `finalmlp train`.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled file in the training format.")],
+) -> None:
+    """Compute AUC and logloss (and group AUC) of a trained run on a labelled file."""
+    from finalmlp.train.run import evaluate_run
+
+    metrics = evaluate_run(run_dir, data)
+    out.print(json.dumps(metrics, indent=2))
+
+
+@app.command()
+@user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `finalmlp train`.")],
+    input_file: Annotated[Path, typer.Option("--input", help="Rows to score (CSV/Parquet).")],
+    output_file: Annotated[Path, typer.Option("--output", help="Scores, one per input row.")],
+) -> None:
+    """Score a file: writes a `score` column (click probability), one row per input row."""
+    from finalmlp.train.run import predict_file
+
+    predict_file(run_dir, input_file, output_file)
+
+
+@schema_app.command("infer")
+@user_errors
+def schema_infer(
+    file: Annotated[Path, typer.Argument(help="A data file (CSV/TSV/Parquet).")],
+    label: Annotated[str | None, typer.Option(help="Label column (default: guessed).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write YAML here.")] = None,
+) -> None:
+    """Propose a YAML config (feature types, cardinalities) from a data file."""
+    from finalmlp.features.infer import column_stats, infer_data_config, render_yaml
+    from finalmlp.io import atomic_write_text
+
+    if not file.is_file():
+        raise _data_error(f"data file {str(file)!r} not found")
+    data_config = infer_data_config(file, label=label)
+    text = render_yaml(data_config, column_stats_for(file, data_config, column_stats))
+    if output is None:
+        out.print(text, markup=False, end="")
+    else:
+        atomic_write_text(output, text)
+        err.print(f"wrote {output}")
+
+
+def column_stats_for(file: Path, data_config: dict[str, Any], stats: Callable[..., Any]) -> Any:
+    import polars as pl
+
+    if data_config.get("format") == "parquet":
+        frame = pl.read_parquet(file)
+    else:
+        frame = pl.read_csv(
+            file,
+            separator=data_config.get("separator") or ("\t" if data_config["format"] == "tsv"
+                                                        else ","),
+            has_header=data_config.get("has_header", True),
+            new_columns=data_config.get("columns"),
+            infer_schema=False,
+            n_rows=200_000,
+        )
+    return stats(frame)
+
+
+@data_app.command("fetch")
+@user_errors
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `finalmlp data list`).")],
+    dest: Annotated[Path, typer.Option(help="Directory to download into.")] = Path("data"),
+    base_url: Annotated[
+        str | None, typer.Option(help="Mirror replacing the directory part of each URL.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
+) -> None:
+    """Download a public dataset and verify its checksum."""
+    from finalmlp.data.fetch import fetch_dataset
+
+    path = fetch_dataset(name, dest, base_url=base_url, force=force)
+    out.print(f"{name} ready in {path}")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the datasets `finalmlp data fetch` knows."""
+    from finalmlp.data.fetch import DATASETS
+
+    for key, source in DATASETS.items():
+        out.print(f"{key:<22} {source.description}")
+
+
+def _data_error(message: str) -> FinalMLPError:
+    from finalmlp.errors import DataError
+
+    return DataError(message)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: readers, recipes, the synthetic generator, encoded-data cache and batch loader."""

@@ -1,0 +1,1 @@
+"""Feature processing: vocabularies, OOV, hashing, numeric transforms (Polars, no torch)."""

@@ -1,0 +1,36 @@
+"""What every CTR model here shares: built from a FieldLayout, returns logits, regularisation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from finalmlp.batch import Batch
+
+
+class CTRModel(nn.Module):
+    """Base class: ``forward(batch) -> logits (B,)``; the loss lives in the trainer."""
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def regularization(self, embedding_l2: float, net_l2: float) -> torch.Tensor:
+        """``l/2 * ||W||^2`` over whole embedding tables and over the network's weights/biases.
+
+        As in the reference, embedding tables are penalised in full every step (not only the
+        rows of the batch), and the network term covers every ``weight``/``bias`` of the other
+        modules (Linear, BatchNorm, numeric embedding vectors).
+        """
+        total = torch.zeros((), device=self._device())
+        for module in self.modules():
+            is_table = isinstance(module, nn.Embedding)
+            factor = embedding_l2 if is_table else net_l2
+            if factor == 0:
+                continue
+            for name, param in module.named_parameters(recurse=False):
+                if name in ("weight", "bias") and param.requires_grad:
+                    total = total + (factor / 2.0) * param.pow(2).sum()
+        return total
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device

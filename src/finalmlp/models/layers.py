@@ -1,0 +1,211 @@
+"""Shared building blocks: field embeddings, MLP, feature gate, interaction aggregation.
+
+Shapes: B batch, F fields, E embedding dim, H heads. Initialisation follows the reference
+implementation (FuxiCTR): embeddings N(0, 1e-4) with zero padding rows, Linear weights
+xavier-normal with zero biases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from finalmlp.batch import Batch
+from finalmlp.errors import ConfigError
+from finalmlp.layout import FieldLayout
+
+EMBEDDING_INIT_STD = 1e-4
+
+
+class NumericEmbedding(nn.Module):
+    """Numeric field d -> value_d x weight_d, a learned vector per field. (B, D) -> (B, D, E)."""
+
+    def __init__(self, num_fields: int, embedding_dim: int) -> None:
+        super().__init__()
+        # Reference: nn.Linear(1, E, bias=False) with xavier-normal, std sqrt(2 / (1 + E)).
+        std = math.sqrt(2.0 / (1 + embedding_dim))
+        self.weight = nn.Parameter(torch.randn(num_fields, embedding_dim) * std)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return values.unsqueeze(-1) * self.weight  # (B, D, E)
+
+
+class FeatureEmbedding(nn.Module):
+    """Embeds the fields of a batch into (B, F, E), F in layout order.
+
+    All tables the selected fields need are fused into one ``nn.Embedding`` with per-table row
+    offsets, so a batch costs one lookup for its categorical fields. Sequence fields are the
+    masked mean of their item embeddings (padding id 0 is masked out).
+
+    Args:
+        layout: the fields and tables of the data.
+        embedding_dim: E.
+        fields: names of the fields to embed (default: all). FinalMLP's gates embed their
+            context fields with tables of their own, as the reference does.
+    """
+
+    def __init__(
+        self, layout: FieldLayout, embedding_dim: int, fields: Sequence[str] | None = None
+    ) -> None:
+        super().__init__()
+        wanted = set(layout.field_names if fields is None else fields)
+        cat_cols = [i for i, n in enumerate(layout.categorical_fields) if n in wanted]
+        num_cols = [i for i, n in enumerate(layout.numeric_fields) if n in wanted]
+        seq_cols = [i for i, n in enumerate(layout.sequence_fields) if n in wanted]
+        used = sorted(
+            {layout.categorical_tables[i] for i in cat_cols}
+            | {layout.sequence_tables[i] for i in seq_cols}
+        )
+        starts, total = {}, 0
+        for table in used:
+            starts[table] = total
+            total += layout.table_sizes[table]
+        self.embedding_dim = embedding_dim
+        self.num_fields = len(cat_cols) + len(num_cols) + len(seq_cols)
+        self.all_categorical = len(cat_cols) == len(layout.categorical_fields)
+        self.table = nn.Embedding(max(total, 1), embedding_dim)
+        self.register_buffer("cat_cols", torch.tensor(cat_cols, dtype=torch.long), False)
+        offsets = [starts[layout.categorical_tables[i]] for i in cat_cols]
+        self.register_buffer("cat_offsets", torch.tensor(offsets, dtype=torch.int32), False)
+        self.register_buffer("num_cols", torch.tensor(num_cols, dtype=torch.long), False)
+        self.seq_cols = seq_cols
+        self.seq_offsets = [starts[layout.sequence_tables[i]] for i in seq_cols]
+        self.numeric = NumericEmbedding(len(num_cols), embedding_dim) if num_cols else None
+        self.padding_rows = [starts[t] for t in used]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
+        with torch.no_grad():
+            self.table.weight[self.padding_rows] = 0.0
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        parts = []
+        if self.cat_cols.numel():
+            ids = batch.categorical if self.all_categorical else batch.categorical[:, self.cat_cols]
+            parts.append(self.table(ids + self.cat_offsets))  # (B, C, E)
+        if self.numeric is not None:
+            parts.append(self.numeric(batch.numeric[:, self.num_cols]))  # (B, D, E)
+        for col, offset in zip(self.seq_cols, self.seq_offsets, strict=True):
+            parts.append(self._pooled(batch.sequences[col], offset).unsqueeze(1))  # (B, 1, E)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def _pooled(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
+        mask = (ids > 0).unsqueeze(-1).to(self.table.weight.dtype)  # (B, L, 1)
+        summed = (self.table(ids + offset) * mask).sum(dim=1)  # (B, E)
+        return summed / mask.sum(dim=1).clamp(min=1.0)
+
+
+class MLP(nn.Module):
+    """Per hidden layer Linear -> BatchNorm (optional) -> ReLU -> Dropout; optional output Linear.
+
+    (B, input_dim) -> (B, hidden_units[-1]) or (B, output_dim).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_units: Sequence[int],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        output_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_dim
+        for units in hidden_units:
+            layers.append(nn.Linear(width, units))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = units
+        if output_dim is not None:
+            layers.append(nn.Linear(width, output_dim))
+            width = output_dim
+        self.output_dim = width
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class FeatureGate(nn.Module):
+    """Stream-specific feature gating (FinalMLP, Sec. 3.1): ``g = 2 * sigmoid(MLP(c))``.
+
+    ``c`` is the flattened embedding of the context fields (own tables), or a learned
+    zero-initialised vector of size E when there is no context. The gate has one value per
+    element of the flat embedding (F*E). The factor 2 makes the gate start at 1, so it can
+    amplify as well as suppress. Without context the gate is the same for every row: it is
+    computed once per batch and broadcast, (1, F*E).
+    """
+
+    def __init__(
+        self,
+        layout: FieldLayout,
+        embedding_dim: int,
+        context_fields: Sequence[str],
+        hidden_units: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.context = (
+            FeatureEmbedding(layout, embedding_dim, fields=context_fields)
+            if context_fields
+            else None
+        )
+        self.bias = None if context_fields else nn.Parameter(torch.zeros(1, embedding_dim))
+        input_dim = embedding_dim * max(1, len(context_fields))
+        gate_dim = embedding_dim * layout.num_fields
+        self.mlp = MLP(input_dim, hidden_units, output_dim=gate_dim)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        if self.context is None:
+            assert self.bias is not None
+            context = self.bias  # (1, E)
+        else:
+            context = self.context(batch).flatten(start_dim=1)  # (B, F_ctx*E)
+        return 2.0 * torch.sigmoid(self.mlp(context))  # (B or 1, F*E)
+
+
+class InteractionAggregation(nn.Module):
+    """Multi-head bilinear fusion (FinalMLP, Sec. 3.2).
+
+    ``logit = b + w1.o1 + w2.o2 + sum_h o1_h^T W_h o2_h`` with o1 (B, d1), o2 (B, d2) split into
+    H contiguous heads and W_h of shape (d1/H, d2/H). Returns (B,).
+    """
+
+    def __init__(self, dim1: int, dim2: int, num_heads: int = 1) -> None:
+        super().__init__()
+        if num_heads < 1 or dim1 % num_heads or dim2 % num_heads:
+            raise ConfigError(
+                f"num_heads={num_heads} must divide both stream widths {dim1} and {dim2}"
+            )
+        self.num_heads = num_heads
+        self.head1, self.head2 = dim1 // num_heads, dim2 // num_heads
+        self.linear1 = nn.Linear(dim1, 1)
+        # Two biases (summing to b) as in the reference, so Adam moves b as it does there.
+        self.linear2 = nn.Linear(dim2, 1)
+        self.bilinear = nn.Parameter(torch.empty(num_heads, self.head1, self.head2))
+        # Reference: xavier-normal on a (H*d1/H*d2/H, 1) parameter.
+        std = math.sqrt(2.0 / (num_heads * self.head1 * self.head2 + 1))
+        nn.init.normal_(self.bilinear, std=std)
+
+    def forward(self, o1: torch.Tensor, o2: torch.Tensor) -> torch.Tensor:
+        h1 = o1.view(-1, self.num_heads, self.head1).transpose(0, 1)  # (H, B, d1/H)
+        h2 = o2.view(-1, self.num_heads, self.head2).transpose(0, 1)  # (H, B, d2/H)
+        projected = torch.bmm(h1, self.bilinear)  # (H, B, d2/H)
+        bilinear = (projected * h2).sum(dim=(0, 2))  # (B,)
+        return self.linear1(o1).squeeze(-1) + self.linear2(o2).squeeze(-1) + bilinear
+
+
+def reset_linear_layers(module: nn.Module) -> None:
+    """Reference initialisation: xavier-normal weights, zero biases, for every nn.Linear."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.xavier_normal_(sub.weight)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)

@@ -1,0 +1,395 @@
+"""Typed configuration: which column is what, which model, how to train.
+
+A config file is YAML with three sections, parsed once at the edge into these pydantic models
+(``extra="forbid"``: a misspelt key is an error, never silently ignored)::
+
+    data:
+      recipe: frappe_x1            # optional built-in defaults (see finalmlp.data.recipes)
+      train: data/train.csv        # paths are relative to the config file
+      valid: data/valid.csv
+      test: data/test.csv
+      label: label
+      features:
+        - {name: user, type: categorical, min_count: 2}
+        - {name: price, type: numeric, transform: log}
+        - {name: genres, type: sequence, separator: "|", max_len: 5}
+    model: {name: finalmlp, embedding_dim: 10, num_heads: 5, ...}
+    train: {batch_size: 4096, learning_rate: 1.0e-3, patience: 2, ...}
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from finalmlp.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- features
+class CategoricalFeature(StrictModel):
+    """A categorical column: each distinct value gets an id and an embedding row.
+
+    Ids: 0 is padding, 1 is out-of-vocabulary (values seen fewer than ``min_count`` times in
+    train, and values never seen), 2.. are the vocabulary. With ``hash_buckets`` the value is
+    hashed (stable across processes and machines) into that many buckets instead.
+    """
+
+    type: Literal["categorical"] = "categorical"
+    name: str
+    source: str | None = None  # column in the file; defaults to ``name``
+    min_count: int = Field(1, ge=1)
+    hash_buckets: int | None = Field(None, ge=1)
+    fill_value: str = ""  # missing values become this token
+    share_embedding: str | None = None  # name of another feature whose table this one uses
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
+
+
+class NumericFeature(StrictModel):
+    """A numeric column: embedded as value x a learned vector, or bucketized into a categorical.
+
+    ``bucketize: quantile`` cuts at train quantiles into ``num_buckets`` ids; ``bucketize:
+    log_square`` is the standard Criteo recipe: ``floor(log(x)^2)`` for x > 2, else x, then a
+    vocabulary with ``min_count``.
+    """
+
+    type: Literal["numeric"] = "numeric"
+    name: str
+    source: str | None = None
+    fill_value: float = 0.0
+    transform: Literal["none", "standard", "minmax", "log"] = "none"
+    bucketize: Literal["quantile", "log_square"] | None = None
+    num_buckets: int = Field(10, ge=2)
+    min_count: int = Field(1, ge=1)  # for log_square buckets
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.bucketize is not None
+
+
+class SequenceFeature(StrictModel):
+    """A multi-valued column such as ``a^b^c`` or ``Action|Comedy``: masked mean of embeddings."""
+
+    type: Literal["sequence"] = "sequence"
+    name: str
+    source: str | None = None
+    separator: str = "^"
+    max_len: int = Field(20, ge=1)
+    truncate: Literal["head", "tail"] = "head"  # keep the first or the last max_len items
+    min_count: int = Field(1, ge=1)
+    share_embedding: str | None = None
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
+
+
+Feature = Annotated[
+    CategoricalFeature | NumericFeature | SequenceFeature, Field(discriminator="type")
+]
+
+
+# ----------------------------------------------------------------------------- data
+class FieldRange(StrictModel):
+    """Indices ``start <= idx < end`` of a libsvm file belong to field ``name``."""
+
+    name: str
+    start: int = Field(ge=0)
+    end: int = Field(gt=0)
+
+
+class LibsvmOptions(StrictModel):
+    """How to turn ``label idx:val ...`` lines into named fields.
+
+    Give ``fields`` as index ranges, or ``field_map``: a JSON file mapping each index to a field
+    name. ``libffm`` lines (``label field:idx:val``) carry the field number themselves and need
+    neither; their fields are named ``f0, f1, ...`` unless ``field_names`` are given.
+    """
+
+    fields: list[FieldRange] = Field(default_factory=list)
+    field_map: Path | None = None
+    field_names: list[str] = Field(default_factory=list)
+
+
+class SplitOptions(StrictModel):
+    """Random split of ``train`` into train/valid/test when those files are not given."""
+
+    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 2023
+
+
+class SyntheticOptions(StrictModel):
+    """The built-in CTR-like generator (see finalmlp.data.synthetic)."""
+
+    num_rows: int = Field(200_000, ge=100)
+    num_categorical: int = Field(8, ge=2)
+    num_numeric: int = Field(3, ge=0)
+    max_cardinality: int = Field(10_000, ge=10)
+    seed: int = 2023
+
+
+class DataConfig(StrictModel):
+    recipe: str | None = None
+    format: Literal["csv", "tsv", "parquet", "libsvm", "libffm", "synthetic"] = "csv"
+    train: Path | None = None
+    valid: Path | None = None
+    test: Path | None = None
+    has_header: bool = True
+    columns: list[str] | None = None  # column names of a file without header
+    separator: str | None = None  # defaults: "," for csv, "\t" for tsv
+    label: str = "label"
+    group: str | None = None  # group column (e.g. user) for group AUC
+    features: list[Feature]
+    split: SplitOptions | None = None
+    libsvm: LibsvmOptions | None = None
+    synthetic: SyntheticOptions | None = None
+    cache_dir: Path | None = None  # encoded-data cache; default ~/.cache/finalmlp
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique, got duplicates {dupes}")
+        if not self.features:
+            raise ValueError("features must list at least one feature")
+        for feat in self.features:
+            share = getattr(feat, "share_embedding", None)
+            if share is not None and share not in names:
+                raise ValueError(
+                    f"feature {feat.name!r} shares the embedding of {share!r}, "
+                    f"which is not a feature; expected one of {names}"
+                )
+        if self.format != "synthetic" and self.train is None:
+            raise ValueError("data.train is required (path of the training file)")
+        if self.format in ("csv", "tsv") and not self.has_header and not self.columns:
+            raise ValueError("a file without header needs data.columns (the column names)")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+# ----------------------------------------------------------------------------- models
+class MLPConfig(StrictModel):
+    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+
+
+class FinalMLPConfig(StrictModel):
+    """FinalMLP (Mao et al., AAAI 2023); defaults are the paper's Frappe_x1 settings."""
+
+    name: Literal["finalmlp"] = "finalmlp"
+    embedding_dim: int = Field(10, gt=0)
+    mlp1: MLPConfig = MLPConfig(hidden_units=[400], dropout=0.4, batch_norm=True)
+    mlp2: MLPConfig = MLPConfig(hidden_units=[100], dropout=0.4, batch_norm=True)
+    use_fs: bool = True
+    fs_hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [400])
+    fs1_context: list[str] = Field(default_factory=list)
+    fs2_context: list[str] = Field(default_factory=list)
+    num_heads: int = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> FinalMLPConfig:
+        d1, d2 = self.mlp1.hidden_units[-1], self.mlp2.hidden_units[-1]
+        if d1 % self.num_heads or d2 % self.num_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must divide both stream widths "
+                f"(mlp1 ends with {d1}, mlp2 with {d2}); pick a common divisor such as "
+                f"{_common_divisors(d1, d2)}"
+            )
+        return self
+
+
+class DualMLPConfig(StrictModel):
+    """DualMLP: two MLPs over the same embeddings, each to one logit, summed."""
+
+    name: Literal["dualmlp"] = "dualmlp"
+    embedding_dim: int = Field(10, gt=0)
+    mlp1: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.2, batch_norm=True)
+    mlp2: MLPConfig = MLPConfig(hidden_units=[400], dropout=0.2, batch_norm=True)
+
+
+ModelConfig = Annotated[FinalMLPConfig | DualMLPConfig, Field(discriminator="name")]
+
+
+def _common_divisors(a: int, b: int) -> list[int]:
+    return [h for h in range(1, min(a, b) + 1) if a % h == 0 and b % h == 0][:8]
+
+
+# ----------------------------------------------------------------------------- training
+class TrainConfig(StrictModel):
+    batch_size: int = Field(4096, gt=0)
+    eval_batch_size: int = Field(16384, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    embedding_l2: float = Field(0.0, ge=0)  # lambda/2 * ||W||^2 over whole embedding tables
+    net_l2: float = Field(0.0, ge=0)  # same over the network's weights and biases
+    max_grad_norm: float | None = Field(10.0, gt=0)
+    max_epochs: int = Field(100, ge=1)
+    eval_every_steps: int | None = Field(None, gt=0)  # default: once per epoch
+    # The monitored value is sum(weight * metric); {auc: 1} as in BARS, {auc: 1, logloss: -1}
+    # for the mix FuxiCTR users also use. Higher is better.
+    monitor: dict[Literal["auc", "logloss", "gauc"], float] = Field(
+        default_factory=lambda: {"auc": 1.0}
+    )
+    patience: int = Field(2, ge=1)
+    reduce_lr_on_plateau: bool = True
+    lr_decay_factor: float = Field(0.1, gt=0, lt=1)
+    min_lr: float = Field(1e-6, ge=0)
+    seed: int = 2021
+    num_threads: int | None = Field(None, gt=0)  # torch intra-op threads; default: all cores
+    progress: bool = True
+
+
+class ExperimentConfig(StrictModel):
+    data: DataConfig
+    model: ModelConfig = FinalMLPConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _contexts_exist(self) -> ExperimentConfig:
+        if isinstance(self.model, FinalMLPConfig):
+            names = self.data.feature_names
+            for key in ("fs1_context", "fs2_context"):
+                for ctx in getattr(self.model, key):
+                    if ctx not in names:
+                        raise ValueError(
+                            f"model.{key} names {ctx!r}, which is not a feature; "
+                            f"expected one of {names}"
+                        )
+        return self
+
+
+# ----------------------------------------------------------------------------- loading
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a YAML config, apply its recipe, resolve relative paths, validate.
+
+    Raises:
+        ConfigError: naming the file and the offending key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys data, model, train")
+    return parse_config(raw, base_dir=path.parent, origin=str(path))
+
+
+def parse_config(
+    raw: dict[str, Any], base_dir: Path | None = None, origin: str = "config"
+) -> ExperimentConfig:
+    """Validate a config given as a dict (recipes applied, paths resolved against base_dir)."""
+    from finalmlp.data.recipes import apply_recipe
+
+    raw = dict(raw)
+    try:
+        if isinstance(raw.get("data"), dict):
+            raw["data"] = apply_recipe(raw["data"])
+            if base_dir is not None:
+                raw["data"] = _resolve_paths(raw["data"], base_dir)
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None
+
+
+_PATH_KEYS = ("train", "valid", "test", "cache_dir")
+
+
+def _resolve_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    data = dict(data)
+    for key in _PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            data[key] = str((base_dir / value).resolve())
+    libsvm = data.get("libsvm")
+    if isinstance(libsvm, dict) and isinstance(libsvm.get("field_map"), str | Path):
+        fmap = Path(libsvm["field_map"])
+        if not fmap.is_absolute():
+            data["libsvm"] = {**libsvm, "field_map": str((base_dir / fmap).resolve())}
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the dotted key, what is wrong, and a suggestion for typos."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {loc!r}{_suggest_key(err['loc'])}")
+        elif err["type"] == "missing":
+            lines.append(f"missing required key {loc!r}")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc or 'config'}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def _is_union_tag(part: object) -> bool:
+    return part in ("categorical", "numeric", "sequence", "finalmlp", "dualmlp")
+
+
+_MODELS_BY_SECTION: dict[str, type[BaseModel]] = {
+    "data": DataConfig,
+    "model": FinalMLPConfig,
+    "train": TrainConfig,
+}
+
+
+def _suggest_key(loc: tuple[int | str, ...]) -> str:
+    """Find the model that owns the misspelt key and propose the closest valid key."""
+    owner = _owner_model(loc[:-1])
+    if owner is None:
+        return ""
+    valid = list(owner.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid keys: {', '.join(valid)}"
+
+
+def _owner_model(parents: tuple[int | str, ...]) -> type[BaseModel] | None:
+    if not parents:
+        return ExperimentConfig
+    tags: dict[str, type[BaseModel]] = {
+        "categorical": CategoricalFeature,
+        "numeric": NumericFeature,
+        "sequence": SequenceFeature,
+        "finalmlp": FinalMLPConfig,
+        "dualmlp": DualMLPConfig,
+    }
+    last = parents[-1]
+    if isinstance(last, str) and last in tags:
+        return tags[last]
+    if len(parents) == 1 and isinstance(last, str):
+        return _MODELS_BY_SECTION.get(last)
+    nested: dict[str, type[BaseModel]] = {
+        "split": SplitOptions,
+        "libsvm": LibsvmOptions,
+        "synthetic": SyntheticOptions,
+        "mlp1": MLPConfig,
+        "mlp2": MLPConfig,
+    }
+    return nested.get(str(last)) if isinstance(last, str) else None

@@ -1,0 +1,1 @@
+"""Training: the trainer, metrics, progress display and the config-driven run."""

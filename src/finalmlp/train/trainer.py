@@ -1,0 +1,205 @@
+"""The training loop: Adam, regularisation, clipping, validation, early stopping, LR plateaus.
+
+The model returns logits; the loss (binary cross-entropy + L2 terms) lives here. Early stopping
+and learning-rate reduction follow the reference implementation: after every validation that
+does not improve the monitored value, the learning rate is multiplied by ``lr_decay_factor``;
+``patience`` such validations in a row stop training; the best weights are restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from finalmlp.data.dataset import EncodedSplit
+from finalmlp.data.loader import BatchLoader
+from finalmlp.models.base import CTRModel
+from finalmlp.schema import TrainConfig
+from finalmlp.train.metrics import compute_metrics
+from finalmlp.train.progress import TrainingProgress
+
+
+@dataclass
+class Validation:
+    """One validation: where it happened and what it measured."""
+
+    epoch: int
+    step: int
+    train_loss: float
+    learning_rate: float
+    metrics: dict[str, float]
+    monitor: float
+    improved: bool
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    history: list[Validation] = field(default_factory=list)
+    best: Validation | None = None
+    epochs: int = 0
+    steps: int = 0
+    train_samples_per_s: float = 0.0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+    def history_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(v) for v in self.history]
+
+
+class EarlyStopping:
+    """Tracks the best monitored value (higher is better) and counts validations without gain."""
+
+    def __init__(self, patience: int, min_delta: float = 1e-6) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = -math.inf
+        self.bad_rounds = 0
+
+    def update(self, value: float) -> bool:
+        """Record a validation; True when it improved on the best so far."""
+        if value > self.best + self.min_delta:
+            self.best, self.bad_rounds = value, 0
+            return True
+        self.bad_rounds += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_rounds >= self.patience
+
+
+class Trainer:
+    """Trains a CTRModel on encoded splits.
+
+    Example:
+        >>> trainer = Trainer(model, TrainConfig(batch_size=4096))
+        >>> result = trainer.fit(data.splits["train"], data.splits["valid"])
+        >>> test_metrics = trainer.evaluate(data.splits["test"])
+    """
+
+    def __init__(self, model: CTRModel, config: TrainConfig) -> None:
+        self.model = model
+        self.config = config
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+
+    def fit(self, train: EncodedSplit, valid: EncodedSplit) -> TrainResult:
+        cfg = self.config
+        if train.label is None or valid.label is None:
+            raise ValueError("training and validation splits need labels")
+        loader = BatchLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        stopper = EarlyStopping(cfg.patience)
+        result = TrainResult()
+        best_state = copy.deepcopy(self.model.state_dict())
+        loss_sum, rows, samples = 0.0, 0, 0
+        with TrainingProgress(enabled=cfg.progress, total=len(loader)) as progress:
+            for epoch in range(1, cfg.max_epochs + 1):
+                result.epochs = epoch
+                progress.start_epoch(epoch, cfg.max_epochs)
+                self.model.train()
+                for index, batch in enumerate(loader, start=1):
+                    started = time.perf_counter()
+                    loss = self._train_step(batch)
+                    result.train_seconds += time.perf_counter() - started
+                    result.steps += 1
+                    loss_sum, rows = loss_sum + loss * batch.size, rows + batch.size
+                    samples += batch.size
+                    progress.advance(loss, batch.size)
+                    if not self._validation_due(result.steps, index, len(loader)):
+                        continue
+                    record = self._validate(valid, epoch, result, loss_sum / rows, stopper)
+                    progress.log_validation(record)
+                    loss_sum, rows = 0.0, 0
+                    if record.improved:
+                        best_state = copy.deepcopy(self.model.state_dict())
+                    elif cfg.reduce_lr_on_plateau:
+                        self._decay_learning_rate()
+                    if stopper.should_stop:
+                        result.stopped_early = True
+                        break
+                    self.model.train()
+                if result.stopped_early:
+                    break
+        self.model.load_state_dict(best_state)
+        result.train_samples_per_s = samples / max(result.train_seconds, 1e-9)
+        return result
+
+    def _validation_due(self, step: int, index_in_epoch: int, epoch_steps: int) -> bool:
+        if self.config.eval_every_steps is not None:
+            return step % self.config.eval_every_steps == 0
+        return index_in_epoch == epoch_steps
+
+    def _train_step(self, batch: Any) -> float:
+        logits = self.model(batch)
+        loss = self.loss_fn(logits, batch.label)
+        total = loss + self.model.regularization(self.config.embedding_l2, self.config.net_l2)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _validate(
+        self,
+        valid: EncodedSplit,
+        epoch: int,
+        result: TrainResult,
+        train_loss: float,
+        stopper: EarlyStopping,
+    ) -> Validation:
+        started = time.perf_counter()
+        metrics = self.evaluate(valid)
+        monitor = sum(w * metrics[name] for name, w in self.config.monitor.items())
+        improved = stopper.update(monitor)
+        record = Validation(
+            epoch=epoch,
+            step=result.steps,
+            train_loss=train_loss,
+            learning_rate=self.optimizer.param_groups[0]["lr"],
+            metrics=metrics,
+            monitor=monitor,
+            improved=improved,
+            seconds=time.perf_counter() - started,
+        )
+        result.history.append(record)
+        if improved:
+            result.best = record
+        return record
+
+    def _decay_learning_rate(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = max(group["lr"] * self.config.lr_decay_factor, self.config.min_lr)
+
+    @torch.no_grad()
+    def predict(self, split: EncodedSplit) -> np.ndarray:
+        """Click probabilities (N,) in row order."""
+        return predict_proba(self.model, split, self.config.eval_batch_size)
+
+    def evaluate(self, split: EncodedSplit) -> dict[str, float]:
+        if split.label is None:
+            raise ValueError("evaluation needs labels")
+        probs = self.predict(split)
+        groups = split.group if "gauc" in self.config.monitor or split.group is not None else None
+        return compute_metrics(split.label, probs, groups)
+
+
+@torch.no_grad()
+def predict_proba(model: CTRModel, split: EncodedSplit, batch_size: int = 16384) -> np.ndarray:
+    """Score every row of a split with the model in eval mode; (N,) float64 probabilities."""
+    model.eval()
+    out = np.empty(split.num_rows, dtype=np.float64)
+    start = 0
+    for batch in BatchLoader(split, batch_size, shuffle=False):
+        logits = model(batch)
+        out[start : start + batch.size] = torch.sigmoid(logits.double()).numpy()
+        start += batch.size
+    return out
