@@ -164,6 +164,13 @@ def test_blank_lines_tabs_and_signs(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("line", ["1  0:1", " 1 0:1", "1 0:1 ", "1\t0:1", "1 0:1\r"])
+def test_irregular_whitespace(tmp_path: Path, line: str) -> None:
+    path = _write(tmp_path, f"0 4:1\n{line}\n")
+    table = read_libsvm(path, AB_OPTIONS, label="label", features=[])
+    assert table.rows() == [(0.0, None, "4"), (1.0, "0", None)]
+
+
 def test_field_absent_everywhere_is_a_null_column(tmp_path: Path) -> None:
     path = _write(tmp_path, "1 0:1\n")
     options = LibsvmOptions(

@@ -153,7 +153,7 @@ def _one_hot_design(frame: pl.DataFrame, cross_context: bool) -> sparse.csr_matr
 def _logistic_test_auc(frame: pl.DataFrame, cross_context: bool) -> float:
     design = _one_hot_design(frame, cross_context)
     labels = frame["label"].to_numpy()
-    model = LogisticRegression(C=0.1, max_iter=1_000)
+    model = LogisticRegression(C=0.1, solver="liblinear")
     model.fit(design[:LR_TRAIN], labels[:LR_TRAIN])
     return float(roc_auc_score(labels[LR_TRAIN:], model.predict_proba(design[LR_TRAIN:])[:, 1]))
 

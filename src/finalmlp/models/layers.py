@@ -141,7 +141,9 @@ class FeatureGate(nn.Module):
     zero-initialised vector of size E when there is no context. The gate has one value per
     element of the flat embedding (F*E). The factor 2 makes the gate start at 1, so it can
     amplify as well as suppress. Without context the gate is the same for every row: it is
-    computed once per batch and broadcast, (1, F*E).
+    computed once per batch and broadcast, (1, F*E). As in the reference, that zero vector and
+    the first gate layer start with a zero gradient (ReLU'(0) = 0); the last layer's bias learns
+    the context-free gate.
     """
 
     def __init__(

@@ -1,0 +1,529 @@
+"""Propose a data config from a raw file (backs ``finalmlp schema infer FILE``).
+
+The first ``sample_rows`` rows are read with Polars, every column as text, and each column is
+classified by simple, reviewable rules:
+
+- label: the given column, else one named label/click/clicked/clk/y/target/is_click, else a
+  0/1 first column; otherwise :class:`~finalmlp.errors.SchemaError` asks for ``--label``.
+- numeric: >= 99% of values parse as numbers and there are more than 20 distinct values, except
+  integer codes (leading zeros, an id-like name, or integers spread evenly over their range such
+  as user ids), which are categorical. ``transform: log`` for non-negative heavy-tailed values.
+- sequence: >= 20% of values hold one of ``^ | ;`` and the tokens repeat across rows.
+- categorical: the rest; constant, empty and unique-per-row columns are dropped.
+
+Example:
+    >>> result = infer_schema(Path("train.csv"))
+    >>> print(result.to_yaml())
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from finalmlp.errors import ConfigError, DataError, SchemaError
+
+LABEL_NAMES = ("label", "click", "clicked", "clk", "y", "target", "is_click")
+FILE_SEPARATORS = (",", "\t", ";", "|")
+SEQUENCE_SEPARATORS = ("^", "|", ";")
+NUMERIC_FRACTION = 0.99  # share of values that must parse as numbers
+MAX_CATEGORICAL_DISTINCT = 20  # numbers with this few distinct values are categories
+SEQUENCE_FRACTION = 0.2  # share of values that must hold the separator
+SKEW_RATIO = 100.0  # max > 100 x median: heavy tail, propose a log transform
+EVEN_SPREAD_RATIO = 10.0  # max <= 10 x median: integers spread evenly, like ids
+HASH_SUGGEST_DISTINCT = 1_000_000
+HASH_BUCKETS = 2**20
+MIN_ROWS_FOR_UNIQUE = 20  # below this a column of distinct values is not evidence of a row id
+PROBE_ROWS = 1_000
+LARGEST_EXACT_INTEGER = 2.0**53
+_IDENTIFIER = re.compile(r"^[A-Za-z_][\w .\-]*$")
+_LEADING_ZERO = re.compile(r"^-?0\d")
+_ID_NAME = re.compile(r"ids?$|^id_|_id_", re.IGNORECASE)
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+@dataclass(frozen=True)
+class InferredSchema:
+    """A proposed data config with what was seen in the sample.
+
+    Attributes:
+        data: the ``data:`` section (validates with :func:`finalmlp.schema.parse_config`).
+        stats: per column of the file: distinct, null_fraction, examples, and a ``note``
+            saying why the column became what it is (or why it was dropped).
+        notes: file-level remarks (sample size, header guess, recipe hints).
+    """
+
+    data: dict[str, Any]
+    stats: dict[str, dict[str, Any]]
+    notes: tuple[str, ...] = ()
+
+    def to_yaml(self) -> str:
+        """The commented YAML config for a user to review."""
+        return render_yaml(self.data, self.stats, notes=self.notes)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a file is laid out: format, separator (text formats) and header."""
+
+    fmt: str
+    separator: str | None
+    has_header: bool
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What one column becomes: a feature dict, or None when dropped, and why."""
+
+    feature: dict[str, Any] | None
+    note: str
+
+
+# ----------------------------------------------------------------------------- public API
+def infer_data_config(
+    path: Path,
+    *,
+    label: str | None = None,
+    fmt: str | None = None,
+    has_header: bool | None = None,
+    separator: str | None = None,
+    sample_rows: int = 200_000,
+) -> dict[str, Any]:
+    """Propose the ``data:`` section of a config for ``path``; see :func:`infer_schema`."""
+    return infer_schema(
+        path,
+        label=label,
+        fmt=fmt,
+        has_header=has_header,
+        separator=separator,
+        sample_rows=sample_rows,
+    ).data
+
+
+def infer_schema(
+    path: Path,
+    *,
+    label: str | None = None,
+    fmt: str | None = None,
+    has_header: bool | None = None,
+    separator: str | None = None,
+    sample_rows: int = 200_000,
+) -> InferredSchema:
+    """Read the head of a CSV/TSV/Parquet file and propose a data config with column stats.
+
+    Args:
+        path: the raw data file.
+        label: the label column; guessed when None (by name, else a 0/1 first column).
+        fmt: ``csv``, ``tsv`` or ``parquet``; from the suffix and first line when None.
+        has_header: whether the first line names the columns; guessed when None.
+        separator: field separator of a text file; sniffed from the first lines when None.
+        sample_rows: how many rows to read.
+
+    Raises:
+        DataError: the file is missing, empty or unreadable.
+        SchemaError: no label column can be found, or no column is usable as a feature.
+        ConfigError: ``fmt`` is not a file format this can read.
+    """
+    path = Path(path)
+    frame, layout = _read_sample(path, fmt, has_header, separator, sample_rows)
+    stats = column_stats(frame)
+    label_column, label_note = _choose_label(path, frame, label)
+    stats[label_column]["note"] = label_note
+    features: list[dict[str, Any]] = []
+    for name in frame.columns:
+        if name == label_column:
+            continue
+        decision = _infer_column(name, frame[name], layout.separator, frame.height)
+        stats[name]["note"] = decision.note
+        if decision.feature is not None:
+            features.append(decision.feature)
+    if not features:
+        raise SchemaError(
+            f"no column of {path} is usable as a feature (all constant, empty or row ids); "
+            f"its columns are {frame.columns}"
+        )
+    data = _data_section(path, layout, frame.columns, label_column, features)
+    notes = (*_sample_notes(path, frame, sample_rows), *layout.notes)
+    notes += _criteo_note(layout, frame, label_column)
+    return InferredSchema(data=data, stats=stats, notes=notes)
+
+
+def column_stats(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per column: ``distinct`` (non-empty values), ``null_fraction`` and up to 3 ``examples``.
+
+    Empty and whitespace-only strings count as nulls.
+    """
+    stats: dict[str, dict[str, Any]] = {}
+    for name in frame.columns:
+        values = _clean(frame[name])
+        present = values.drop_nulls()
+        stats[name] = {
+            "distinct": present.n_unique(),
+            "null_fraction": values.null_count() / frame.height if frame.height else 0.0,
+            "examples": present.unique(maintain_order=True).head(3).to_list(),
+        }
+    return stats
+
+
+def render_yaml(
+    data_config: dict[str, Any],
+    stats: dict[str, dict[str, Any]] | None = None,
+    *,
+    notes: Sequence[str] = (),
+) -> str:
+    """YAML text for a whole config: ``data:`` as given plus a ``model:``/``train:`` skeleton.
+
+    Each feature (and the label) is preceded by a comment with its column's stats when
+    ``stats`` has them; columns in ``stats`` that the config does not use are listed as dropped.
+    The text parses back with ``yaml.safe_load`` to exactly ``data_config`` under ``data``.
+    """
+    stats = stats or {}
+    lines = ["# Proposed by `finalmlp schema infer`: review every line before training."]
+    lines += [_comment(note) for note in notes]
+    lines.append("data:")
+    label = data_config.get("label")
+    for key, value in data_config.items():
+        if key == "features":
+            continue
+        if key == "label" and label in stats:
+            lines.append("  " + _comment(_describe(f"label {label}", stats[label])))
+        lines.append(_dump({key: value}, "  ", flow_leaves=isinstance(value, list | dict)))
+    lines.append("  features:")
+    used = {label}
+    for feature in data_config.get("features", []):
+        column = feature.get("source") or feature["name"]
+        used.add(column)
+        if column in stats:
+            lines.append("    " + _comment(_describe(column, stats[column])))
+        lines.append(_dump([feature], "    ", flow_leaves=True))
+    for column, column_stat in stats.items():
+        if column not in used:
+            lines.append("  " + _comment(_describe(f"dropped {column}", column_stat)))
+    skeleton = {
+        "model": {"name": "finalmlp", "embedding_dim": 10},
+        "train": {"batch_size": 4096, "learning_rate": 1.0e-3, "patience": 2},
+    }
+    lines.append(_dump(skeleton, ""))
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- reading
+def _read_sample(
+    path: Path, fmt: str | None, has_header: bool | None, separator: str | None, rows: int
+) -> tuple[pl.DataFrame, _Layout]:
+    """Read up to ``rows`` rows of ``path``, every column as text."""
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} not found; check the path")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty; expected a header and data rows")
+    layout = _detect_layout(path, fmt, separator)
+    if layout.fmt == "parquet":
+        frame = _read_parquet(path, rows)
+    else:
+        sep = layout.separator or ","
+        header_note: tuple[str, ...] = ()
+        if has_header is None:
+            has_header = _looks_like_header(_read_text(path, sep, False, PROBE_ROWS))
+            kind = "names the columns" if has_header else "is data (no header)"
+            header_note = (f"guessed that the first line {kind}; pass --header/--no-header",)
+        frame = _read_text(path, sep, has_header, rows)
+        layout = _Layout(layout.fmt, sep, has_header, layout.notes + header_note)
+    if frame.height == 0:
+        raise DataError(f"{path} has no data rows")
+    return frame, layout
+
+
+def _detect_layout(path: Path, fmt: str | None, separator: str | None) -> _Layout:
+    """Format from ``fmt`` or the suffix; the separator of a text file from its first lines."""
+    if fmt is None and path.suffix.lower() in (".parquet", ".pq"):
+        fmt = "parquet"
+    if fmt == "parquet":
+        return _Layout("parquet", None, True)
+    if fmt not in (None, "csv", "tsv"):
+        raise ConfigError(f"cannot infer a schema for format {fmt!r}; expected csv, tsv or parquet")
+    if separator is None:
+        separator = "\t" if fmt == "tsv" else sniff_separator(path)
+    if fmt is None:
+        fmt = "tsv" if separator == "\t" else "csv"
+    return _Layout(fmt, separator, True)
+
+
+def sniff_separator(path: Path, max_lines: int = 20) -> str:
+    """The candidate of ``, TAB ; |`` found most often on the first line (outside quotes),
+    preferring one that occurs equally often on the following lines; ``,`` when none occurs."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        lines = [line.rstrip("\r\n") for _, line in zip(range(max_lines), handle, strict=False)]
+    lines = [_QUOTED.sub("", line) for line in lines if line.strip()]
+    if not lines:
+        return ","
+    counts = {sep: lines[0].count(sep) for sep in FILE_SEPARATORS}
+    consistent = [
+        sep for sep in FILE_SEPARATORS if counts[sep] and all(
+            line.count(sep) == counts[sep] for line in lines
+        )
+    ]
+    candidates = consistent or [sep for sep in FILE_SEPARATORS if counts[sep]]
+    return max(candidates, key=lambda sep: counts[sep], default=",")
+
+
+def _read_text(path: Path, separator: str, has_header: bool, rows: int) -> pl.DataFrame:
+    try:
+        frame = pl.read_csv(
+            path, separator=separator, has_header=has_header, infer_schema=False, n_rows=rows
+        )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"cannot read {path} with separator {separator!r}: {first}; "
+            "pass --separator or --format"
+        ) from None
+    if not has_header:
+        frame.columns = [f"c{i}" for i in range(frame.width)]
+    return frame
+
+
+def _read_parquet(path: Path, rows: int) -> pl.DataFrame:
+    try:
+        frame = pl.read_parquet(path, n_rows=rows)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {path} as parquet: {first}") from None
+    flat = [name for name, dtype in frame.schema.items() if not dtype.is_nested()]
+    return frame.select(pl.col(flat).cast(pl.Utf8))
+
+
+def _looks_like_header(probe: pl.DataFrame) -> bool:
+    """The first row names the columns if its values are all identifiers (not numbers) and
+    a column below is mostly numeric, or none of the names reappears in its column."""
+    first = [str(v).strip() if v is not None else "" for v in probe.row(0)]
+    if not all(_IDENTIFIER.match(v) and not _is_number(v) for v in first):
+        return False
+    below = probe.slice(1)
+    reappears = False
+    for name, value in zip(probe.columns, first, strict=True):
+        column = _clean(below[name]).drop_nulls()
+        if column.len() and column.cast(pl.Float64, strict=False).is_not_null().mean() >= 0.9:
+            return True
+        reappears = reappears or bool((column == value).any())
+    return not reappears
+
+
+def _sample_notes(path: Path, frame: pl.DataFrame, sample_rows: int) -> tuple[str, ...]:
+    note = f"from {path.name}: {frame.height:,} rows x {frame.width} columns sampled"
+    if frame.height >= sample_rows:
+        note += " (the first rows only; later rows may hold other values)"
+    return (note + "; paths are relative to this config file",)
+
+
+def _criteo_note(layout: _Layout, frame: pl.DataFrame, label: str) -> tuple[str, ...]:
+    if layout.has_header or frame.width != 40 or label != frame.columns[0]:
+        return ()
+    return (
+        "40 columns without header, 0/1 first: this looks like Criteo (label, I1-I13, C1-C26); "
+        "consider `recipe: criteo` for its standard columns and features",
+    )
+
+
+def _data_section(
+    path: Path, layout: _Layout, columns: list[str], label: str, features: list[dict[str, Any]]
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"format": layout.fmt, "train": str(path)}
+    if layout.fmt != "parquet":
+        data["has_header"] = layout.has_header
+        if not layout.has_header:
+            data["columns"] = list(columns)
+        default = "\t" if layout.fmt == "tsv" else ","
+        if layout.separator != default:
+            data["separator"] = layout.separator
+    data["label"] = label
+    data["features"] = features
+    return data
+
+
+# ----------------------------------------------------------------------------- label
+def _choose_label(path: Path, frame: pl.DataFrame, label: str | None) -> tuple[str, str]:
+    """The label column and a note on how it was chosen (and whether it is 0/1)."""
+    columns = frame.columns
+    if label is not None:
+        if label not in columns:
+            raise SchemaError(f"label column {label!r} not found in {path}; its columns are "
+                              f"{_shown(columns)}")
+        return label, "given" + _label_warning(frame[label])
+    by_name = {c.lower(): c for c in columns}
+    for name in LABEL_NAMES:
+        if name in by_name:
+            chosen = by_name[name]
+            return chosen, "label by its name" + _label_warning(frame[chosen])
+    if _is_binary(frame[columns[0]]):
+        return columns[0], "label: the first column, which holds 0/1"
+    raise SchemaError(
+        f"cannot tell the label column of {path}: none is named {'/'.join(LABEL_NAMES)} and "
+        f"the first column is not 0/1; its columns are {_shown(columns)}; pass --label COLUMN"
+    )
+
+
+def _label_warning(values: pl.Series) -> str:
+    if _is_binary(values):
+        return ""
+    return (
+        "; NOT 0/1 (or has empty rows): reading will fail until it is binarized "
+        "(e.g. rating >= 4 -> 1, else 0)"
+    )
+
+
+def _is_binary(raw: pl.Series) -> bool:
+    values = _clean(raw)
+    parsed = values.cast(pl.Float64, strict=False)
+    if values.null_count() or parsed.null_count() or parsed.len() == 0:
+        return False
+    return bool(parsed.is_in([0.0, 1.0]).all() or parsed.is_in([-1.0, 1.0]).all())
+
+
+# ----------------------------------------------------------------------------- columns
+def _infer_column(
+    name: str, raw: pl.Series, file_separator: str | None, num_rows: int
+) -> _Decision:
+    """Drop, or propose a numeric, sequence or categorical feature for one column."""
+    values = _clean(raw).drop_nulls()
+    distinct = values.n_unique()
+    if distinct == 0:
+        return _Decision(None, "empty in every sampled row: dropped")
+    if distinct == 1 and values.len() == num_rows:
+        return _Decision(None, "constant: dropped")
+    parsed = values.cast(pl.Float64, strict=False)
+    numeric_share = float(parsed.is_not_null().mean() or 0.0)
+    if numeric_share >= NUMERIC_FRACTION:
+        finite = parsed.drop_nulls().filter(parsed.drop_nulls().is_finite())
+        reason = _categorical_number_reason(name, values, finite)
+        if reason is None:
+            return _numeric(name, values, finite, numeric_share)
+        return _categorical(name, values, num_rows, reason)
+    return _sequence(name, values, file_separator) or _categorical(
+        name, values, num_rows, "text"
+    )
+
+
+def _categorical_number_reason(name: str, text: pl.Series, numbers: pl.Series) -> str | None:
+    """Why a column of numbers should be categorical, or None when it is a measurement."""
+    distinct = numbers.n_unique()
+    if distinct <= MAX_CATEGORICAL_DISTINCT:
+        return f"numbers with only {distinct} distinct values"
+    if not bool((numbers == numbers.floor()).all()):
+        return None
+    if bool(text.str.contains(_LEADING_ZERO.pattern).any()):
+        return "integers with leading zeros: codes"
+    if _ID_NAME.search(name):
+        return "integers named like an id"
+    low, high, median = float(numbers.min()), float(numbers.max()), float(numbers.median())
+    if high >= LARGEST_EXACT_INTEGER:
+        return "integers too large for float64: ids"
+    if low >= 0 and median > 0 and high <= EVEN_SPREAD_RATIO * median:
+        return f"integers spread evenly over {low:.0f}..{high:.0f} (no heavy tail): like ids"
+    return None
+
+
+def _numeric(name: str, text: pl.Series, numbers: pl.Series, share: float) -> _Decision:
+    low, high, median = float(numbers.min()), float(numbers.max()), float(numbers.median())
+    heavy_tail = high > SKEW_RATIO * median if median > 0 else high > 0
+    transform = "log" if low >= 0 and heavy_tail else "standard"
+    note = f"numbers in {low:g}..{high:g}, median {median:g}"
+    note += ": heavy tail, log" if transform == "log" else ""
+    if share < 1.0:
+        bad = text.filter(text.cast(pl.Float64, strict=False).is_null())
+        note += (
+            f"; {bad.len():,} values are not numbers (e.g. {bad[0]!r}) and will fail reading: "
+            "fix them or make it categorical"
+        )
+    return _Decision({"name": name, "type": "numeric", "transform": transform}, note)
+
+
+def _sequence(name: str, values: pl.Series, file_separator: str | None) -> _Decision | None:
+    """A sequence feature when one separator splits many values into tokens that repeat."""
+    best, best_share = None, 0.0
+    for sep in SEQUENCE_SEPARATORS:
+        if sep == file_separator:
+            continue
+        share = float(values.str.contains(sep, literal=True).mean() or 0.0)
+        if share >= SEQUENCE_FRACTION and share > best_share:
+            best, best_share = sep, share
+    if best is None:
+        return None
+    tokens = values.str.split(best)
+    per_row = tokens.list.unique().explode().drop_nulls().rename("token")
+    if per_row.value_counts()["count"].max() < 2:  # type: ignore[operator]
+        return None
+    lengths = tokens.list.len()
+    max_len = max(1, math.ceil(float(lengths.quantile(0.95, interpolation="higher") or 1)))
+    note = f"{best_share:.0%} of values hold {best!r}; 95% have <= {max_len} items"
+    feature = {"name": name, "type": "sequence", "separator": best, "max_len": max_len}
+    return _Decision(feature, note)
+
+
+def _categorical(name: str, values: pl.Series, num_rows: int, reason: str) -> _Decision:
+    counts = values.rename("value").value_counts()["count"]
+    distinct = counts.len()
+    if num_rows >= MIN_ROWS_FOR_UNIQUE and distinct == num_rows:
+        return _Decision(None, "a different value in every row (a row id?): dropped")
+    singletons = int((counts == 1).sum())
+    min_count = 2 if singletons > 0.5 * distinct else 1
+    note = reason
+    if min_count == 2:
+        note += f"; {singletons / distinct:.0%} of values seen once: min_count 2"
+    if distinct > HASH_SUGGEST_DISTINCT:
+        note += f"; over {HASH_SUGGEST_DISTINCT:,} values: consider hash_buckets: {HASH_BUCKETS}"
+    feature = {"name": name, "type": "categorical", "min_count": min_count}
+    return _Decision(feature, note)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _clean(raw: pl.Series) -> pl.Series:
+    """Text values with surrounding whitespace removed; empty strings become null."""
+    return raw.cast(pl.Utf8).str.strip_chars().replace("", None)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(columns: list[str]) -> list[str]:
+    return columns if len(columns) <= 50 else [*columns[:50], "..."]
+
+
+def _describe(title: str, stat: dict[str, Any]) -> str:
+    examples = ", ".join(repr(_truncate(str(v))) for v in stat.get("examples", []))
+    text = f"{title}: {stat.get('distinct', 0):,} distinct, {stat.get('null_fraction', 0.0):.1%}"
+    text += f" empty, e.g. {examples}" if examples else " empty"
+    return f"{text}; {stat['note']}" if stat.get("note") else text
+
+
+def _truncate(text: str, limit: int = 30) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _comment(text: str) -> str:
+    return "# " + " ".join(text.splitlines())
+
+
+def _dump(value: Any, indent: str, *, flow_leaves: bool = False) -> str:
+    """YAML of ``value``, each line indented; with ``flow_leaves`` a collection holding only
+    scalars (a feature, the column list) is written on one line, ``{...}`` or ``[...]``."""
+    text = yaml.safe_dump(
+        value,
+        default_flow_style=None if flow_leaves else False,
+        sort_keys=False,
+        width=2**31 - 1,
+        allow_unicode=True,
+    )
+    return "\n".join(indent + line for line in text.rstrip("\n").splitlines())
