@@ -168,12 +168,23 @@ class DataConfig(StrictModel):
             raise ValueError(f"feature names must be unique, got duplicates {dupes}")
         if not self.features:
             raise ValueError("features must list at least one feature")
+        by_name = {f.name: f for f in self.features}
         for feat in self.features:
             share = getattr(feat, "share_embedding", None)
             if share is not None and share not in names:
                 raise ValueError(
                     f"feature {feat.name!r} shares the embedding of {share!r}, "
                     f"which is not a feature; expected one of {names}"
+                )
+            target = by_name.get(share) if share is not None else None
+            if target is not None and (
+                not isinstance(target, CategoricalFeature | SequenceFeature)
+                or target.share_embedding not in (None, target.name)
+            ):
+                raise ValueError(
+                    f"feature {feat.name!r} shares the embedding of {share!r}, which has no "
+                    "table of its own; point share_embedding at a categorical or sequence "
+                    "feature that does not share another's"
                 )
         if self.format != "synthetic" and self.train is None:
             raise ValueError("data.train is required (path of the training file)")
@@ -339,12 +350,21 @@ def format_validation_error(exc: ValidationError) -> str:
             lines.append(f"unknown key {loc!r}{_suggest_key(err['loc'])}")
         elif err["type"] == "missing":
             lines.append(f"missing required key {loc!r}")
+        elif err["type"] == "union_tag_not_found":
+            tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+            lines.append(f"missing required key {f'{loc}.{tag}'!r}{_TAG_HINTS.get(tag, '')}")
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{loc or 'config'}: {msg}{shown}")
     return "; ".join(lines)
+
+
+_TAG_HINTS = {
+    "type": " (one of 'categorical', 'numeric', 'sequence')",
+    "name": " (one of 'finalmlp', 'dualmlp')",
+}
 
 
 def _is_union_tag(part: object) -> bool:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from finalmlp.errors import FinalMLPError
 
@@ -29,8 +30,8 @@ data_app = typer.Typer(help="Public datasets: download with checksum verificatio
 app.add_typer(schema_app, name="schema")
 app.add_typer(data_app, name="data")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 USER_ERROR_EXIT = 2
 
@@ -43,7 +44,8 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FinalMLPError as exc:
-            err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            # escape: messages quote user data, and '[/]' or '[missing]' is rich markup
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]")
@@ -120,39 +122,26 @@ def predict(
 def schema_infer(
     file: Annotated[Path, typer.Argument(help="A data file (CSV/TSV/Parquet).")],
     label: Annotated[str | None, typer.Option(help="Label column (default: guessed).")] = None,
+    header: Annotated[
+        bool | None, typer.Option("--header/--no-header", help="Default: detected.")
+    ] = None,
+    separator: Annotated[str | None, typer.Option(help="Default: sniffed.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, tsv or parquet (default: guessed).")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write YAML here.")] = None,
 ) -> None:
     """Propose a YAML config (feature types, cardinalities) from a data file."""
-    from finalmlp.features.infer import column_stats, infer_data_config, render_yaml
+    from finalmlp.features.infer import infer_schema
     from finalmlp.io import atomic_write_text
 
-    if not file.is_file():
-        raise _data_error(f"data file {str(file)!r} not found")
-    data_config = infer_data_config(file, label=label)
-    text = render_yaml(data_config, column_stats_for(file, data_config, column_stats))
+    inferred = infer_schema(file, label=label, fmt=fmt, has_header=header, separator=separator)
+    text = inferred.to_yaml()
     if output is None:
-        out.print(text, markup=False, end="")
+        sys.stdout.write(text)
     else:
         atomic_write_text(output, text)
         err.print(f"wrote {output}")
-
-
-def column_stats_for(file: Path, data_config: dict[str, Any], stats: Callable[..., Any]) -> Any:
-    import polars as pl
-
-    if data_config.get("format") == "parquet":
-        frame = pl.read_parquet(file)
-    else:
-        frame = pl.read_csv(
-            file,
-            separator=data_config.get("separator") or ("\t" if data_config["format"] == "tsv"
-                                                        else ","),
-            has_header=data_config.get("has_header", True),
-            new_columns=data_config.get("columns"),
-            infer_schema=False,
-            n_rows=200_000,
-        )
-    return stats(frame)
 
 
 @data_app.command("fetch")
@@ -179,12 +168,6 @@ def data_list() -> None:
 
     for key, source in DATASETS.items():
         out.print(f"{key:<22} {source.description}")
-
-
-def _data_error(message: str) -> FinalMLPError:
-    from finalmlp.errors import DataError
-
-    return DataError(message)
 
 
 def main() -> None:

@@ -97,9 +97,16 @@ def apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown data.recipe {name!r}{hint} (known: {sorted(RECIPES)})")
     base = RECIPES[name]()
     if name == "synthetic" and isinstance(data.get("synthetic"), dict):
+        from pydantic import ValidationError
+
         from finalmlp.data.synthetic import synthetic_features
         from finalmlp.schema import SyntheticOptions
 
-        base["features"] = synthetic_features(SyntheticOptions(**data["synthetic"]))
+        try:
+            options = SyntheticOptions.model_validate(data["synthetic"])
+        except ValidationError:  # reported with its dotted key (data.synthetic...) by the caller
+            options = None
+        if options is not None:
+            base["features"] = synthetic_features(options)
     return {**base, **data}
 

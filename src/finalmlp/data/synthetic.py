@@ -117,12 +117,12 @@ def sample_categorical(rng: np.random.Generator, cards: list[int], num_rows: int
 
 def sample_numeric(
     rng: np.random.Generator, num_rows: int, num_numeric: int
-) -> tuple[FloatArray, FloatArray, BoolArray]:
-    """Standard-normal signals, their observed values, and which values are missing.
+) -> tuple[FloatArray, FloatArray]:
+    """Standard-normal signals and their observed values, about 2% of them missing.
 
     Returns:
         ``z`` ``(N, D)``: the teacher's view, 0 where missing; ``values`` ``(N, D)``:
-        ``loc + scale * z`` per column, NaN where missing; ``missing`` ``(N, D)`` bool.
+        ``loc + scale * z`` per column, NaN where missing.
     """
     z = rng.standard_normal((num_rows, num_numeric))
     missing = rng.random((num_rows, num_numeric)) < NULL_FRACTION
@@ -130,7 +130,7 @@ def sample_numeric(
     scale = rng.uniform(0.5, 5.0, num_numeric)
     z[missing] = 0.0
     values = np.where(missing, np.nan, loc + scale * z)
-    return z, values, missing
+    return z, values
 
 
 # ----------------------------------------------------------------------------- teacher
@@ -168,7 +168,7 @@ def _pairwise_logit(rng: np.random.Generator, ids: IntArray, cards: list[int]) -
 
 
 def _context_logit(rng: np.random.Generator, ids: IntArray, cards: list[int]) -> FloatArray:
-    """``sum_g gamma[c0, g] * a_g[c_g]``: each field's effect flips sign with the context.
+    """``sum_g gamma[c0, g] * a_g[c_g] / g``: each field's effect flips sign with the context.
 
     ``gamma`` is centred under the Zipf frequencies of ``c0``, so averaged over contexts these
     effects vanish: a model without ``c0`` crosses cannot see them. Returns ``(N,)``.
@@ -201,8 +201,10 @@ def teacher_logit(
     """The teacher's logit before the intercept, each part scaled per ``COMPONENT_STDS``.
 
     Args:
-        rng: draws the teacher's parameters. ids: ``(N, F)`` categorical ids, ``ids[:, f] <
-        cards[f]``. z: ``(N, D)`` numeric signals.
+        rng: draws the teacher's parameters.
+        ids: ``(N, F)`` categorical ids, ``ids[:, f] < cards[f]``.
+        cards: ``F`` field cardinalities (a value may never be drawn, so not ``ids.max()``).
+        z: ``(N, D)`` numeric signals.
 
     Returns:
         ``(N,)`` float64.
@@ -244,7 +246,7 @@ def generate_synthetic_with_truth(options: SyntheticOptions) -> tuple[pl.DataFra
     rows_rng, teacher_rng, label_rng = np.random.default_rng(options.seed).spawn(3)
     cards = field_cardinalities(options)
     ids = sample_categorical(rows_rng, cards, options.num_rows)
-    z, values, _ = sample_numeric(rows_rng, options.num_rows, options.num_numeric)
+    z, values = sample_numeric(rows_rng, options.num_rows, options.num_numeric)
     logit = teacher_logit(teacher_rng, ids, cards, z)
     probability = _sigmoid(fit_intercept(logit) + logit)
     labels = label_rng.random(options.num_rows) < probability

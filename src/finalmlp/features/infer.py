@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import yaml
 
@@ -76,7 +77,7 @@ class _Layout:
     fmt: str
     separator: str | None
     has_header: bool
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ def infer_schema(
         ConfigError: ``fmt`` is not a file format this can read.
     """
     path = Path(path)
+    if sample_rows < 1:
+        raise ConfigError(f"sample_rows must be at least 1, got {sample_rows}")
     frame, layout = _read_sample(path, fmt, has_header, separator, sample_rows)
     stats = column_stats(frame)
     label_column, label_note = _choose_label(path, frame, label)
@@ -226,7 +229,9 @@ def _read_sample(
         raise DataError(f"{path} is empty; expected a header and data rows")
     layout = _detect_layout(path, fmt, separator)
     if layout.fmt == "parquet":
-        frame = _read_parquet(path, rows)
+        frame, skipped = _read_parquet(path, rows)
+        if skipped:
+            layout = _Layout("parquet", None, True, (f"nested columns skipped: {skipped}",))
     else:
         sep = layout.separator or ","
         header_note: tuple[str, ...] = ()
@@ -266,9 +271,9 @@ def sniff_separator(path: Path, max_lines: int = 20) -> str:
         return ","
     counts = {sep: lines[0].count(sep) for sep in FILE_SEPARATORS}
     consistent = [
-        sep for sep in FILE_SEPARATORS if counts[sep] and all(
-            line.count(sep) == counts[sep] for line in lines
-        )
+        sep
+        for sep in FILE_SEPARATORS
+        if counts[sep] and all(line.count(sep) == counts[sep] for line in lines)
     ]
     candidates = consistent or [sep for sep in FILE_SEPARATORS if counts[sep]]
     return max(candidates, key=lambda sep: counts[sep], default=",")
@@ -290,14 +295,15 @@ def _read_text(path: Path, separator: str, has_header: bool, rows: int) -> pl.Da
     return frame
 
 
-def _read_parquet(path: Path, rows: int) -> pl.DataFrame:
+def _read_parquet(path: Path, rows: int) -> tuple[pl.DataFrame, list[str]]:
+    """The flat columns as text, and the names of nested (list/struct) columns left out."""
     try:
         frame = pl.read_parquet(path, n_rows=rows)
     except (pl.exceptions.PolarsError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {path} as parquet: {first}") from None
-    flat = [name for name, dtype in frame.schema.items() if not dtype.is_nested()]
-    return frame.select(pl.col(flat).cast(pl.Utf8))
+    nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
+    return frame.drop(nested).select(pl.all().cast(pl.Utf8)), nested
 
 
 def _looks_like_header(probe: pl.DataFrame) -> bool:
@@ -310,7 +316,7 @@ def _looks_like_header(probe: pl.DataFrame) -> bool:
     reappears = False
     for name, value in zip(probe.columns, first, strict=True):
         column = _clean(below[name]).drop_nulls()
-        if column.len() and column.cast(pl.Float64, strict=False).is_not_null().mean() >= 0.9:
+        if column.len() and _share(column.cast(pl.Float64, strict=False).is_not_null()) >= 0.9:
             return True
         reappears = reappears or bool((column == value).any())
     return not reappears
@@ -354,8 +360,9 @@ def _choose_label(path: Path, frame: pl.DataFrame, label: str | None) -> tuple[s
     columns = frame.columns
     if label is not None:
         if label not in columns:
-            raise SchemaError(f"label column {label!r} not found in {path}; its columns are "
-                              f"{_shown(columns)}")
+            raise SchemaError(
+                f"label column {label!r} not found in {path}; its columns are {_shown(columns)}"
+            )
         return label, "given" + _label_warning(frame[label])
     by_name = {c.lower(): c for c in columns}
     for name in LABEL_NAMES:
@@ -399,7 +406,7 @@ def _infer_column(
     if distinct == 1 and values.len() == num_rows:
         return _Decision(None, "constant: dropped")
     parsed = values.cast(pl.Float64, strict=False)
-    numeric_share = float(parsed.is_not_null().mean() or 0.0)
+    numeric_share = _share(parsed.is_not_null())
     if numeric_share >= NUMERIC_FRACTION:
         finite = parsed.drop_nulls().filter(parsed.drop_nulls().is_finite())
         reason = _categorical_number_reason(name, values, finite)
@@ -407,7 +414,7 @@ def _infer_column(
             return _numeric(name, values, finite, numeric_share)
         return _categorical(name, values, num_rows, reason)
     return _sequence(name, values, file_separator) or _categorical(
-        name, values, num_rows, "text"
+        name, values, num_rows, "text values"
     )
 
 
@@ -422,7 +429,7 @@ def _categorical_number_reason(name: str, text: pl.Series, numbers: pl.Series) -
         return "integers with leading zeros: codes"
     if _ID_NAME.search(name):
         return "integers named like an id"
-    low, high, median = float(numbers.min()), float(numbers.max()), float(numbers.median())
+    low, high, median = _spread(numbers)
     if high >= LARGEST_EXACT_INTEGER:
         return "integers too large for float64: ids"
     if low >= 0 and median > 0 and high <= EVEN_SPREAD_RATIO * median:
@@ -431,7 +438,7 @@ def _categorical_number_reason(name: str, text: pl.Series, numbers: pl.Series) -
 
 
 def _numeric(name: str, text: pl.Series, numbers: pl.Series, share: float) -> _Decision:
-    low, high, median = float(numbers.min()), float(numbers.max()), float(numbers.median())
+    low, high, median = _spread(numbers)
     heavy_tail = high > SKEW_RATIO * median if median > 0 else high > 0
     transform = "log" if low >= 0 and heavy_tail else "standard"
     note = f"numbers in {low:g}..{high:g}, median {median:g}"
@@ -451,17 +458,19 @@ def _sequence(name: str, values: pl.Series, file_separator: str | None) -> _Deci
     for sep in SEQUENCE_SEPARATORS:
         if sep == file_separator:
             continue
-        share = float(values.str.contains(sep, literal=True).mean() or 0.0)
+        share = _share(values.str.contains(sep, literal=True))
         if share >= SEQUENCE_FRACTION and share > best_share:
             best, best_share = sep, share
     if best is None:
         return None
     tokens = values.str.split(best)
-    per_row = tokens.list.unique().explode().drop_nulls().rename("token")
-    if per_row.value_counts()["count"].max() < 2:  # type: ignore[operator]
+    per_row = tokens.list.unique().explode().drop_nulls()
+    repeated = per_row.filter(per_row.is_duplicated())  # tokens seen in two rows or more
+    split_tokens = tokens.filter(tokens.list.len() > 1).explode()
+    if not bool(split_tokens.is_in(repeated.implode()).any()):
         return None
-    lengths = tokens.list.len()
-    max_len = max(1, math.ceil(float(lengths.quantile(0.95, interpolation="higher") or 1)))
+    lengths = tokens.list.len().to_numpy()
+    max_len = max(1, math.ceil(float(np.quantile(lengths, 0.95, method="higher"))))
     note = f"{best_share:.0%} of values hold {best!r}; 95% have <= {max_len} items"
     feature = {"name": name, "type": "sequence", "separator": best, "max_len": max_len}
     return _Decision(feature, note)
@@ -487,6 +496,17 @@ def _categorical(name: str, values: pl.Series, num_rows: int, reason: str) -> _D
 def _clean(raw: pl.Series) -> pl.Series:
     """Text values with surrounding whitespace removed; empty strings become null."""
     return raw.cast(pl.Utf8).str.strip_chars().replace("", None)
+
+
+def _share(flags: pl.Series) -> float:
+    """Fraction of True in a boolean series (0 when empty)."""
+    return float(flags.sum()) / flags.len() if flags.len() else 0.0
+
+
+def _spread(numbers: pl.Series) -> tuple[float, float, float]:
+    """Minimum, maximum and median of a non-empty numeric series."""
+    array = numbers.to_numpy()
+    return float(array.min()), float(array.max()), float(np.median(array))
 
 
 def _is_number(text: str) -> bool:

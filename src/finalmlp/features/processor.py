@@ -249,6 +249,8 @@ def check_columns(df: pl.DataFrame, columns: Sequence[str], where: str) -> None:
 def numeric_column(df: pl.DataFrame, feat: NumericFeature) -> pl.Series:
     """Float64 values with missing and NaN replaced by the fill value; text is an error."""
     raw = df[feat.column]
+    if raw.dtype == pl.Null:  # all missing, e.g. one scored row without this value
+        raw = raw.cast(pl.Float64)
     if raw.dtype == pl.Utf8:
         parsed = raw.str.strip_chars().replace("", None).cast(pl.Float64, strict=False)
         bad = parsed.is_null() & raw.str.strip_chars().replace("", None).is_not_null()
