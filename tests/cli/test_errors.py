@@ -235,7 +235,7 @@ def test_train_then_predict_on_synthetic(tmp_path: Path) -> None:
         tmp_path,
         {"recipe": "synthetic", "synthetic": {"num_rows": 3000}},
         model=SMALL_MODEL,
-        train={"max_epochs": 1, "batch_size": 512, "num_threads": 2},
+        train={"max_epochs": 1, "batch_size": 512},
     )
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])

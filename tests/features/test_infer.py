@@ -75,7 +75,7 @@ def test_frappe_is_ten_categorical_fields() -> None:
     data = result.data
     assert data["format"] == "csv"
     assert data["has_header"] is True
-    assert data["train"] == str(path)
+    assert data["train"] == str(path.resolve())  # absolute: valid wherever the YAML goes
     assert data["label"] == "label"
     assert "separator" not in data and "columns" not in data
     assert [f["name"] for f in data["features"]] == FRAPPE_FIELDS

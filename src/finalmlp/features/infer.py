@@ -326,7 +326,7 @@ def _sample_notes(path: Path, frame: pl.DataFrame, sample_rows: int) -> tuple[st
     note = f"from {path.name}: {frame.height:,} rows x {frame.width} columns sampled"
     if frame.height >= sample_rows:
         note += " (the first rows only; later rows may hold other values)"
-    return (note + "; paths are relative to this config file",)
+    return (note,)
 
 
 def _criteo_note(layout: _Layout, frame: pl.DataFrame, label: str) -> tuple[str, ...]:
@@ -341,7 +341,7 @@ def _criteo_note(layout: _Layout, frame: pl.DataFrame, label: str) -> tuple[str,
 def _data_section(
     path: Path, layout: _Layout, columns: list[str], label: str, features: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    data: dict[str, Any] = {"format": layout.fmt, "train": str(path)}
+    data: dict[str, Any] = {"format": layout.fmt, "train": str(Path(path).resolve())}
     if layout.fmt != "parquet":
         data["has_header"] = layout.has_header
         if not layout.has_header:
