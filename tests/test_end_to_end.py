@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 
 from finalmlp.schema import parse_config
 from finalmlp.train.run import evaluate_run, predict_file, train_from_config
@@ -49,9 +48,7 @@ def test_criteo_sample_end_to_end(shared_data: Path, tmp_path: Path) -> None:
         "model": {**TINY_MODEL, "fs1_context": ["I1", "I2"], "fs2_context": ["C6"]},
         "train": TINY_TRAIN,
     }
-    config["data"]["features"] = [
-        {**f, "min_count": 1} for f in _criteo_features()
-    ]
+    config["data"]["features"] = [{**f, "min_count": 1} for f in _criteo_features()]
     metrics, scores = run_and_score(config, tmp_path, source)
     assert len(scores) == 200
     assert metrics["rows"] == {"train": 120, "valid": 40, "test": 40}

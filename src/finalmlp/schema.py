@@ -238,7 +238,13 @@ class DualMLPConfig(StrictModel):
     mlp2: MLPConfig = MLPConfig(hidden_units=[400], dropout=0.2, batch_norm=True)
 
 
-ModelConfig = Annotated[FinalMLPConfig | DualMLPConfig, Field(discriminator="name")]
+class LRConfig(StrictModel):
+    """Logistic regression over the same fields: the baseline."""
+
+    name: Literal["lr"] = "lr"
+
+
+ModelConfig = Annotated[FinalMLPConfig | DualMLPConfig | LRConfig, Field(discriminator="name")]
 
 
 def _common_divisors(a: int, b: int) -> list[int]:
@@ -246,6 +252,13 @@ def _common_divisors(a: int, b: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- training
+MonitorMetric = Literal["auc", "logloss", "gauc"]
+
+
+def _monitor_auc() -> dict[MonitorMetric, float]:
+    return {"auc": 1.0}
+
+
 class TrainConfig(StrictModel):
     batch_size: int = Field(4096, gt=0)
     eval_batch_size: int = Field(16384, gt=0)
@@ -257,9 +270,7 @@ class TrainConfig(StrictModel):
     eval_every_steps: int | None = Field(None, gt=0)  # default: once per epoch
     # The monitored value is sum(weight * metric); {auc: 1} as in BARS, {auc: 1, logloss: -1}
     # for the mix FuxiCTR users also use. Higher is better.
-    monitor: dict[Literal["auc", "logloss", "gauc"], float] = Field(
-        default_factory=lambda: {"auc": 1.0}
-    )
+    monitor: dict[MonitorMetric, float] = Field(default_factory=_monitor_auc)
     patience: int = Field(2, ge=1)
     reduce_lr_on_plateau: bool = True
     lr_decay_factor: float = Field(0.1, gt=0, lt=1)
@@ -361,14 +372,25 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+_FEATURE_TAGS: dict[str, type[BaseModel]] = {
+    "categorical": CategoricalFeature,
+    "numeric": NumericFeature,
+    "sequence": SequenceFeature,
+}
+_MODEL_TAGS: dict[str, type[BaseModel]] = {
+    "finalmlp": FinalMLPConfig,
+    "dualmlp": DualMLPConfig,
+    "lr": LRConfig,
+}
+_UNION_TAGS = {**_FEATURE_TAGS, **_MODEL_TAGS}
 _TAG_HINTS = {
-    "type": " (one of 'categorical', 'numeric', 'sequence')",
-    "name": " (one of 'finalmlp', 'dualmlp')",
+    "type": f" (one of {', '.join(map(repr, _FEATURE_TAGS))})",
+    "name": f" (one of {', '.join(map(repr, _MODEL_TAGS))})",
 }
 
 
 def _is_union_tag(part: object) -> bool:
-    return part in ("categorical", "numeric", "sequence", "finalmlp", "dualmlp")
+    return part in _UNION_TAGS
 
 
 _MODELS_BY_SECTION: dict[str, type[BaseModel]] = {
@@ -393,16 +415,9 @@ def _suggest_key(loc: tuple[int | str, ...]) -> str:
 def _owner_model(parents: tuple[int | str, ...]) -> type[BaseModel] | None:
     if not parents:
         return ExperimentConfig
-    tags: dict[str, type[BaseModel]] = {
-        "categorical": CategoricalFeature,
-        "numeric": NumericFeature,
-        "sequence": SequenceFeature,
-        "finalmlp": FinalMLPConfig,
-        "dualmlp": DualMLPConfig,
-    }
     last = parents[-1]
-    if isinstance(last, str) and last in tags:
-        return tags[last]
+    if isinstance(last, str) and last in _UNION_TAGS:
+        return _UNION_TAGS[last]
     if len(parents) == 1 and isinstance(last, str):
         return _MODELS_BY_SECTION.get(last)
     nested: dict[str, type[BaseModel]] = {

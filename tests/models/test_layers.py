@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_batch
 
+from conftest import random_batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
 from finalmlp.models.layers import (

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_batch
 
+from conftest import random_batch
 from finalmlp.layout import FieldLayout
 from finalmlp.models import build_model
 from finalmlp.models.finalmlp import FinalMLP
@@ -103,9 +103,7 @@ def test_reference_initialisation(layout: FieldLayout) -> None:
 def test_regularization_matches_explicit_sum(layout: FieldLayout) -> None:
     torch.manual_seed(0)
     model = build_model(layout, SMALL_DUAL)
-    emb = sum(
-        (m.weight**2).sum() for m in model.modules() if isinstance(m, torch.nn.Embedding)
-    )
+    emb = sum((m.weight**2).sum() for m in model.modules() if isinstance(m, torch.nn.Embedding))
     net = sum(
         (p**2).sum()
         for n, p in model.named_parameters()

@@ -76,7 +76,7 @@ def _random_split(
     order = np.random.default_rng(options.seed).permutation(frame.height)
     out, start = {}, 0
     for name in missing:
-        count = int(round(fractions[name] * frame.height))
+        count = round(fractions[name] * frame.height)
         if count == 0:
             raise DataError(
                 f"data.split.{name}_fraction={fractions[name]} leaves no {name} rows out of "

@@ -109,4 +109,3 @@ def apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
         if options is not None:
             base["features"] = synthetic_features(options)
     return {**base, **data}
-

@@ -97,8 +97,8 @@ class FeatureProcessor:
             raise DataError("cannot fit the feature processor on 0 rows of training data")
         self.numeric_stats_: dict[str, dict[str, float]] = {}
         self.bucket_edges_: dict[str, list[float]] = {}
-        for feat in self.numeric_features:
-            self.numeric_stats_[feat.name] = _numeric_stats(numeric_column(df, feat))
+        for num in self.numeric_features:
+            self.numeric_stats_[num.name] = _numeric_stats(numeric_column(df, num))
         tokens: dict[str, list[pl.Series]] = {}
         for feat in self.features:
             if isinstance(feat, NumericFeature) and feat.bucketize == "quantile":

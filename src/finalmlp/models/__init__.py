@@ -8,14 +8,19 @@ from finalmlp.layout import FieldLayout
 from finalmlp.models.base import CTRModel
 from finalmlp.models.dualmlp import DualMLP
 from finalmlp.models.finalmlp import FinalMLP
-from finalmlp.schema import DualMLPConfig, FinalMLPConfig
+from finalmlp.models.lr import LogisticRegression
+from finalmlp.schema import DualMLPConfig, FinalMLPConfig, LRConfig
 
-MODELS: dict[str, Callable[..., CTRModel]] = {"finalmlp": FinalMLP, "dualmlp": DualMLP}
+MODELS: dict[str, Callable[..., CTRModel]] = {
+    "finalmlp": FinalMLP,
+    "dualmlp": DualMLP,
+    "lr": LogisticRegression,
+}
 
 
-def build_model(layout: FieldLayout, config: FinalMLPConfig | DualMLPConfig) -> CTRModel:
+def build_model(layout: FieldLayout, config: FinalMLPConfig | DualMLPConfig | LRConfig) -> CTRModel:
     """Instantiate the model named by ``config.name`` for the given fields."""
     return MODELS[config.name](layout, config)
 
 
-__all__ = ["MODELS", "CTRModel", "DualMLP", "FinalMLP", "build_model"]
+__all__ = ["MODELS", "CTRModel", "DualMLP", "FinalMLP", "LogisticRegression", "build_model"]

@@ -34,12 +34,14 @@ class FinalMLP(CTRModel):
         super().__init__()
         self.config = config
         dim = config.embedding_dim
-        flat_dim = dim * layout.num_fields
+        flat_dim = self.flat_dim = dim * layout.num_fields
         self.embedding = FeatureEmbedding(layout, dim)
-        self.mlp1 = MLP(flat_dim, config.mlp1.hidden_units, config.mlp1.dropout,
-                        config.mlp1.batch_norm)
-        self.mlp2 = MLP(flat_dim, config.mlp2.hidden_units, config.mlp2.dropout,
-                        config.mlp2.batch_norm)
+        self.mlp1 = MLP(
+            flat_dim, config.mlp1.hidden_units, config.mlp1.dropout, config.mlp1.batch_norm
+        )
+        self.mlp2 = MLP(
+            flat_dim, config.mlp2.hidden_units, config.mlp2.dropout, config.mlp2.batch_norm
+        )
         self.gate1 = self.gate2 = None
         if config.use_fs:
             self.gate1 = FeatureGate(layout, dim, config.fs1_context, config.fs_hidden_units)
@@ -60,6 +62,6 @@ class FinalMLP(CTRModel):
     def gates(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The two streams' gate values for a batch, each (B or 1, F*E); ones without gating."""
         if self.gate1 is None or self.gate2 is None:
-            ones = torch.ones(1, self.mlp1.layers[0].in_features)
+            ones = torch.ones(1, self.flat_dim)
             return ones, ones
         return self.gate1(batch), self.gate2(batch)

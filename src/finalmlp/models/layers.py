@@ -47,6 +47,10 @@ class FeatureEmbedding(nn.Module):
             context fields with tables of their own, as the reference does.
     """
 
+    cat_cols: torch.Tensor
+    cat_offsets: torch.Tensor
+    num_cols: torch.Tensor
+
     def __init__(
         self, layout: FieldLayout, embedding_dim: int, fields: Sequence[str] | None = None
     ) -> None:

@@ -7,7 +7,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 if TYPE_CHECKING:
     from finalmlp.train.trainer import Validation
@@ -22,7 +29,7 @@ class TrainingProgress:
         self.enabled = enabled
         self.total = total
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.loss_ema: float | None = None
         self.epoch_rows = 0
         self.epoch_started = time.perf_counter()
