@@ -291,3 +291,14 @@ def test_config_is_frozen() -> None:
     cfg = parse_config({"data": {"recipe": "synthetic"}})
     with pytest.raises(ValueError, match="frozen"):
         cfg.train.batch_size = 1  # type: ignore[misc]
+
+
+def test_gauc_monitor_needs_a_group_column() -> None:
+    raw = {
+        "data": {"recipe": "synthetic"},
+        "train": {"monitor": {"gauc": 1.0}},
+    }
+    with pytest.raises(ConfigError, match="gauc, which needs data.group"):
+        parse_config(raw)
+    raw["data"]["group"] = "c0"
+    assert parse_config(raw).train.monitor == {"gauc": 1.0}

@@ -287,6 +287,11 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _contexts_exist(self) -> ExperimentConfig:
+        if "gauc" in self.train.monitor and self.data.group is None:
+            raise ValueError(
+                "train.monitor uses gauc, which needs data.group (the column to group by, "
+                "e.g. the user id)"
+            )
         if isinstance(self.model, FinalMLPConfig):
             names = self.data.feature_names
             for key in ("fs1_context", "fs2_context"):

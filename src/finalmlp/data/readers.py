@@ -74,16 +74,18 @@ def _read_csv(path: Path, config: DataConfig) -> pl.DataFrame:
         path,
         separator=separator,
         has_header=config.has_header,
-        new_columns=None if config.has_header else config.columns,
         infer_schema=False,
         truncate_ragged_lines=False,
     )
-    if not config.has_header and config.columns and frame.width != len(config.columns):
+    if config.has_header or not config.columns:
+        return frame
+    # Named here, not via polars' new_columns, which raises its own SchemaError on a mismatch.
+    if frame.width != len(config.columns):
         raise DataError(
             f"{path} has {frame.width} columns but data.columns names {len(config.columns)}; "
             "list one name per column"
         )
-    return frame
+    return frame.rename(dict(zip(frame.columns, config.columns, strict=True)))
 
 
 def _wanted_columns(config: DataConfig, available: list[str], require_label: bool) -> list[str]:

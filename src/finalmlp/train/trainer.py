@@ -188,8 +188,7 @@ class Trainer:
         if split.label is None:
             raise ValueError("evaluation needs labels")
         probs = self.predict(split)
-        groups = split.group if "gauc" in self.config.monitor or split.group is not None else None
-        return compute_metrics(split.label, probs, groups)
+        return compute_metrics(split.label, probs, split.group)
 
 
 @torch.no_grad()
