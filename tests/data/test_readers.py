@@ -62,7 +62,9 @@ def test_csv_without_header_uses_config_columns(tmp_path: Path) -> None:
     assert frame["price"].to_list() == [2.0, 4.5]
 
 
-@pytest.mark.parametrize("columns", [["label", "user", "price"], ["label", "user", "price", "a", "b"]])
+@pytest.mark.parametrize(
+    "columns", [["label", "user", "price"], ["label", "user", "price", "a", "b"]]
+)
 def test_wrong_column_count_vs_config_columns_is_data_error(
     tmp_path: Path, columns: list[str]
 ) -> None:
@@ -139,7 +141,7 @@ def test_label_optional_when_scoring(tmp_path: Path) -> None:
 
 def test_ragged_line_is_data_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "label,user,price\n1,a,1\n0,b,2,extra\n")
-    with pytest.raises(DataError, match="cannot read .* as csv"):
+    with pytest.raises(DataError, match=r"cannot read .* as csv"):
         read_file(path, _config(path))
 
 
@@ -202,7 +204,10 @@ def test_libsvm_tiny_file_with_field_ranges(tmp_path: Path) -> None:
         {
             "format": "libsvm",
             "train": path,
-            "features": [{"name": "a", "type": "categorical"}, {"name": "b", "type": "categorical"}],
+            "features": [
+                {"name": "a", "type": "categorical"},
+                {"name": "b", "type": "categorical"},
+            ],
             "libsvm": {
                 "fields": [{"name": "a", "start": 0, "end": 3}, {"name": "b", "start": 3, "end": 9}]
             },
@@ -219,7 +224,9 @@ def test_libsvm_frappe_test_file(shared_data: Path) -> None:
     path = shared_data / "frappe" / "frappe.test.libfm"
     fields = [
         {"name": name, "start": start, "end": end}
-        for name, start, end in zip(FRAPPE_FIELDS, FRAPPE_STARTS[:-1], FRAPPE_STARTS[1:], strict=True)
+        for name, start, end in zip(
+            FRAPPE_FIELDS, FRAPPE_STARTS[:-1], FRAPPE_STARTS[1:], strict=True
+        )
     ]
     config = DataConfig.model_validate(
         {

@@ -186,7 +186,7 @@ def test_fit_on_zero_rows_is_a_data_error() -> None:
 def test_text_in_numeric_column_names_column_value_and_row() -> None:
     proc = FeatureProcessor([NumericFeature(name="price")])
     frame = pl.DataFrame({"price": ["1.5", " 2 ", "", "abc", "3"]})
-    with pytest.raises(DataError, match=r"column 'price' must be numeric, got 'abc' in row 4"):
+    with pytest.raises(DataError, match=r"column 'price' must be numeric, got 'abc' on row 4"):
         proc.fit(frame)
 
 

@@ -97,7 +97,9 @@ def encode_frame(
         label = frame[config.label].cast(pl.Float32).to_numpy().astype(np.float32, copy=False)
     group = None
     if config.group is not None and config.group in frame.columns:
-        group = frame[config.group].cast(pl.Utf8).rank("dense").to_numpy().astype(np.int64)
+        # Missing ids form one group of their own (a null rank would be cast from NaN).
+        keys = frame[config.group].cast(pl.Utf8).fill_null("")
+        group = keys.rank("dense").to_numpy().astype(np.int64)
     return EncodedSplit(processor.transform(frame), label, group)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from finalmlp.errors import DataError, SchemaError
+from finalmlp.features.processor import parse_floats
 from finalmlp.schema import DataConfig, NumericFeature
 
 LABEL_VALUES = {0.0, 1.0}
@@ -123,18 +124,7 @@ def _parse_numeric(
 
 
 def _to_float(path: Path, raw: pl.Series, first_line: int, what: str) -> pl.Series:
-    if raw.dtype.is_numeric():
-        return raw.cast(pl.Float64)
-    text = raw.cast(pl.Utf8).str.strip_chars().replace("", None)
-    parsed = text.cast(pl.Float64, strict=False)
-    bad = parsed.is_null() & text.is_not_null()
-    if bad.any():
-        row = int(bad.arg_max() or 0)
-        raise DataError(
-            f"column {raw.name!r} must be {what}, got {raw[row]!r} on line {row + first_line:,} "
-            f"of {path}; fix the value, or declare the feature as categorical"
-        )
-    return parsed
+    return parse_floats(raw, what, lambda row: f"line {row + first_line:,} of {path}")
 
 
 def _parse_label(path: Path, raw: pl.Series, first_line: int) -> pl.Series:

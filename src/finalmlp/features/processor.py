@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,23 +248,37 @@ def check_columns(df: pl.DataFrame, columns: Sequence[str], where: str) -> None:
 
 def numeric_column(df: pl.DataFrame, feat: NumericFeature) -> pl.Series:
     """Float64 values with missing and NaN replaced by the fill value; text is an error."""
-    raw = df[feat.column]
-    if raw.dtype == pl.Null:  # all missing, e.g. one scored row without this value
-        raw = raw.cast(pl.Float64)
-    if raw.dtype == pl.Utf8:
-        parsed = raw.str.strip_chars().replace("", None).cast(pl.Float64, strict=False)
-        bad = parsed.is_null() & raw.str.strip_chars().replace("", None).is_not_null()
-        if bad.any():
-            row = int(bad.arg_max() or 0)
-            raise DataError(
-                f"column {feat.column!r} must be numeric, got {raw[row]!r} in row {row + 1:,}; "
-                "clean the value or declare the feature as categorical"
-            )
-        raw = parsed
-    elif not raw.dtype.is_numeric():
-        raise SchemaError(f"column {feat.column!r} must be numeric, got dtype {raw.dtype}")
-    values = raw.cast(pl.Float64)
+    values = parse_floats(df[feat.column], "numeric", lambda row: f"row {row + 1:,}")
     return values.fill_nan(None).fill_null(feat.fill_value)
+
+
+def parse_floats(raw: pl.Series, what: str, locate: Callable[[int], str]) -> pl.Series:
+    """Float64 from numbers or numeric text; empty text and nulls become null.
+
+    Args:
+        raw: the column.
+        what: what the column must hold, for the message ("numeric", "a 0/1 label").
+        locate: row index -> where that row is ("line 12 of train.csv").
+
+    Raises:
+        DataError: text that is not a number, naming the column, the value and where.
+    """
+    if raw.dtype == pl.Null:  # all missing, e.g. one scored row without this value
+        return raw.cast(pl.Float64)
+    if raw.dtype.is_numeric():
+        return raw.cast(pl.Float64)
+    if raw.dtype != pl.Utf8:
+        raise SchemaError(f"column {raw.name!r} must be {what}, got dtype {raw.dtype}")
+    text = raw.str.strip_chars().replace("", None)
+    parsed = text.cast(pl.Float64, strict=False)
+    bad = parsed.is_null() & text.is_not_null()
+    if bad.any():
+        row = int(bad.arg_max() or 0)
+        raise DataError(
+            f"column {raw.name!r} must be {what}, got {raw[row]!r} on {locate(row)}; "
+            "fix the value, or declare the feature as categorical"
+        )
+    return parsed
 
 
 def _numeric_stats(values: pl.Series) -> dict[str, float]:
