@@ -93,6 +93,29 @@ def test_cache_directory_is_complete_and_leaves_no_temp_dirs(tmp_path: Path) -> 
     assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
 
 
+def test_failed_cache_write_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = _split_files(tmp_path)
+    config = _config(tmp_path, files["train"], valid=files["valid"], test=files["test"])
+    real_save = np.save
+    calls: list[str] = []
+
+    def failing_save(file: Any, array: np.ndarray, *args: Any, **kwargs: Any) -> None:
+        calls.append(str(file))
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_data(config)
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial cache, no temp directory
+    monkeypatch.setattr(np, "save", real_save)
+    assert not prepare_data(config).from_cache
+    assert prepare_data(config).from_cache
+
+
 def test_cache_without_meta_json_is_rebuilt(tmp_path: Path) -> None:
     # An interrupted write leaves no meta.json: that directory must not count as a cache hit.
     files = _split_files(tmp_path)

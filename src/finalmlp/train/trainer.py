@@ -113,7 +113,8 @@ class Trainer:
                     loss_sum, rows = loss_sum + loss * batch.size, rows + batch.size
                     samples += batch.size
                     progress.advance(loss, batch.size)
-                    if not self._validation_due(result.steps, index, len(loader)):
+                    last_step = epoch == cfg.max_epochs and index == len(loader)
+                    if not self._validation_due(result.steps, index, len(loader), last_step):
                         continue
                     record = self._validate(valid, epoch, result, loss_sum / rows, stopper)
                     progress.log_validation(record)
@@ -132,9 +133,13 @@ class Trainer:
         result.train_samples_per_s = samples / max(result.train_seconds, 1e-9)
         return result
 
-    def _validation_due(self, step: int, index_in_epoch: int, epoch_steps: int) -> bool:
+    def _validation_due(
+        self, step: int, index_in_epoch: int, epoch_steps: int, last_step: bool
+    ) -> bool:
+        """Every N steps (or at each epoch end); always after the very last step, so steps
+        past the last multiple of N are never thrown away."""
         if self.config.eval_every_steps is not None:
-            return step % self.config.eval_every_steps == 0
+            return step % self.config.eval_every_steps == 0 or last_step
         return index_in_epoch == epoch_steps
 
     def _train_step(self, batch: Any) -> float:
