@@ -298,7 +298,7 @@ def test_gauc_monitor_needs_a_group_column() -> None:
         "data": {"recipe": "synthetic"},
         "train": {"monitor": {"gauc": 1.0}},
     }
-    with pytest.raises(ConfigError, match="gauc, which needs data.group"):
+    with pytest.raises(ConfigError, match=r"gauc, which needs data\.group"):
         parse_config(raw)
     raw["data"]["group"] = "c0"
     assert parse_config(raw).train.monitor == {"gauc": 1.0}
