@@ -54,7 +54,7 @@ def save_run(
     with atomic_directory(Path(out)) as tmp:
         atomic_write_text(tmp / "config.json", config.model_dump_json(indent=2))
         processor.save(tmp / "processor.json")
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=2))
         manifest = {

@@ -277,6 +277,7 @@ class TrainConfig(StrictModel):
     min_lr: float = Field(1e-6, ge=0)
     seed: int = 2021
     num_threads: int | None = Field(None, gt=0)  # torch intra-op threads; default: all cores
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     progress: bool = True
 
 

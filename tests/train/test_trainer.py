@@ -386,3 +386,17 @@ def test_learns_a_label_that_depends_on_one_categorical_id(
     after = trainer.evaluate(train)
     assert after["auc"] > 0.9, (before, after)
     assert result.best is not None and result.best.metrics["auc"] > 0.9
+
+
+def test_device_resolution() -> None:
+    from finalmlp.errors import ConfigError
+    from finalmlp.train.run import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="is not a device"):
+        resolve_device("tpu-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device is available"):
+            resolve_device("cuda")

@@ -14,6 +14,7 @@ import torch
 from finalmlp.bundle import Run, load_run, save_run
 from finalmlp.data.dataset import EncodedSplit, encode_frame, prepare_data
 from finalmlp.data.readers import read_file
+from finalmlp.errors import ConfigError
 from finalmlp.io import atomic_write
 from finalmlp.models import build_model
 from finalmlp.schema import DataConfig, ExperimentConfig
@@ -28,6 +29,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device {name!r} is not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use cpu")
+    return device
+
+
 def train_from_config(config: ExperimentConfig, out: Path | None = None) -> dict[str, Any]:
     """Train and evaluate; write the run directory to ``out`` when given. Returns the metrics."""
     if config.train.num_threads is not None:
@@ -40,9 +54,10 @@ def train_from_config(config: ExperimentConfig, out: Path | None = None) -> dict
         f"{data.processor.layout.num_fields} fields, from {source} in {data.seconds:.1f} s"
     )
     seed_everything(config.train.seed)
-    model = build_model(data.processor.layout, config.model)
+    device = resolve_device(config.train.device)
+    model = build_model(data.processor.layout, config.model).to(device)
     num_parameters = sum(p.numel() for p in model.parameters())
-    console.print(f"model: {config.model.name}, {num_parameters:,} parameters")
+    console.print(f"model: {config.model.name}, {num_parameters:,} parameters, on {device}")
     trainer = Trainer(model, config.train)
     result = trainer.fit(data.splits["train"], data.splits["valid"])
     metrics: dict[str, Any] = {

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
 from finalmlp.data.loader import BatchLoader
 from finalmlp.models.base import CTRModel
@@ -88,6 +89,7 @@ class Trainer:
     def __init__(self, model: CTRModel, config: TrainConfig) -> None:
         self.model = model
         self.config = config
+        self.device = next(model.parameters()).device
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         self.loss_fn = nn.BCEWithLogitsLoss()
 
@@ -142,7 +144,8 @@ class Trainer:
             return step % self.config.eval_every_steps == 0 or last_step
         return index_in_epoch == epoch_steps
 
-    def _train_step(self, batch: Any) -> float:
+    def _train_step(self, batch: Batch) -> float:
+        batch = batch.to(self.device)
         logits = self.model(batch)
         loss = self.loss_fn(logits, batch.label)
         total = loss + self.model.regularization(self.config.embedding_l2, self.config.net_l2)
@@ -200,10 +203,11 @@ class Trainer:
 def predict_proba(model: CTRModel, split: EncodedSplit, batch_size: int = 16384) -> np.ndarray:
     """Score every row of a split with the model in eval mode; (N,) float64 probabilities."""
     model.eval()
+    device = next(model.parameters()).device
     out = np.empty(split.num_rows, dtype=np.float64)
     start = 0
     for batch in BatchLoader(split, batch_size, shuffle=False):
-        logits = model(batch)
-        out[start : start + batch.size] = torch.sigmoid(logits.double()).numpy()
+        logits = model(batch.to(device))
+        out[start : start + batch.size] = torch.sigmoid(logits.double()).cpu().numpy()
         start += batch.size
     return out
