@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from finalmlp.schema import parse_config
-from finalmlp.train.run import evaluate_run, predict_file, train_from_config
+from finalmlp.config import parse_config
+from finalmlp.predict import evaluate_run, predict_file
+from finalmlp.train.run import train_from_config
 
 TINY_MODEL = {
     "name": "finalmlp",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finalmlp.schema import parse_config
+from finalmlp.config import parse_config
 from finalmlp.train.run import train_from_config
 
 

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
+from finalmlp.config import parse_config
 from finalmlp.errors import ConfigError, DataError, SchemaError
 from finalmlp.features import infer
 from finalmlp.features.infer import (
@@ -20,7 +21,6 @@ from finalmlp.features.infer import (
     render_yaml,
     sniff_separator,
 )
-from finalmlp.schema import parse_config
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 FRAPPE_FIELDS = [

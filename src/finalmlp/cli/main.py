@@ -66,7 +66,7 @@ def train(
 ) -> None:
     """Train a model from raw data and write the run directory (config, processor, weights,
     metrics)."""
-    from finalmlp.schema import load_config
+    from finalmlp.config import load_config
     from finalmlp.train.run import train_from_config
 
     cfg = load_config(config)
@@ -98,7 +98,7 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", help="Labelled file in the training format.")],
 ) -> None:
     """Compute AUC and logloss (and group AUC) of a trained run on a labelled file."""
-    from finalmlp.train.run import evaluate_run
+    from finalmlp.predict import evaluate_run
 
     metrics = evaluate_run(run_dir, data)
     out.print(json.dumps(metrics, indent=2))
@@ -112,7 +112,7 @@ def predict(
     output_file: Annotated[Path, typer.Option("--output", help="Scores, one per input row.")],
 ) -> None:
     """Score a file: writes a `score` column (click probability), one row per input row."""
-    from finalmlp.train.run import predict_file
+    from finalmlp.predict import predict_file
 
     predict_file(run_dir, input_file, output_file)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
+from finalmlp.columns import parse_floats
 from finalmlp.errors import DataError, SchemaError
-from finalmlp.features.processor import parse_floats
 from finalmlp.schema import DataConfig, NumericFeature
 
 LABEL_VALUES = {0.0, 1.0}

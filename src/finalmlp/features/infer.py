@@ -55,7 +55,7 @@ class InferredSchema:
     """A proposed data config with what was seen in the sample.
 
     Attributes:
-        data: the ``data:`` section (validates with :func:`finalmlp.schema.parse_config`).
+        data: the ``data:`` section (validates with :func:`finalmlp.config.parse_config`).
         stats: per column of the file: distinct, null_fraction, examples, and a ``note``
             saying why the column became what it is (or why it was dropped).
         notes: file-level remarks (sample size, header guess, recipe hints).

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from finalmlp.config import load_config, parse_config
 from finalmlp.errors import ConfigError
 from finalmlp.schema import (
     CategoricalFeature,
@@ -15,8 +16,6 @@ from finalmlp.schema import (
     FinalMLPConfig,
     NumericFeature,
     SequenceFeature,
-    load_config,
-    parse_config,
 )
 
 
