@@ -301,3 +301,49 @@ def test_gauc_monitor_needs_a_group_column() -> None:
         parse_config(raw)
     raw["data"]["group"] = "c0"
     assert parse_config(raw).train.monitor == {"gauc": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train": {"monitor": {}}}, r"train\.monitor is empty"),
+        ({"train": {"monitor": {"logloss": 1}}}, "logloss needs a negative weight"),
+        ({"model": {"fs1_context": ["c0", "c0"]}}, "fs1_context lists a feature twice"),
+        ({"data": {"label": "c1"}}, "label column 'c1' is also a feature"),
+        ({"data": {"recipe": ["synthetic"]}}, "data.recipe must be a name"),
+    ],
+)
+def test_settings_that_would_silently_misbehave_are_rejected(change: dict, message: str) -> None:
+    raw: dict[str, Any] = {"data": {"recipe": "synthetic"}, "model": {"name": "finalmlp"}}
+    for section, values in change.items():
+        raw.setdefault(section, {}).update(values)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ({"name": "x", "type": "categorical", "hash_buckets": 8, "min_count": 3}, "not to"),
+        ({"name": "x", "type": "numeric", "bucketize": "quantile", "transform": "log"}, "not used"),
+        ({"name": "x", "type": "numeric", "min_count": 3}, "only with bucketize: log_square"),
+    ],
+)
+def test_feature_options_that_would_be_ignored_are_rejected(feature: dict, message: str) -> None:
+    raw = {"data": {"train": "/d/t.csv", "features": [feature]}}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_a_sharing_feature_cannot_set_table_options() -> None:
+    features = [
+        {"name": "item", "type": "categorical"},
+        {"name": "hist", "type": "sequence", "share_embedding": "item", "min_count": 5},
+    ]
+    with pytest.raises(ConfigError, match="set min_count or hash_buckets on 'item'"):
+        parse_config({"data": {"train": "/d/t.csv", "features": features}})
+
+
+def test_config_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)

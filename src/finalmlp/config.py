@@ -39,12 +39,16 @@ def load_config(path: str | Path) -> ExperimentConfig:
         ConfigError: naming the file and the offending key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; pass the YAML config file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with keys data, model, train")
     return parse_config(raw, base_dir=path.parent, origin=str(path))
@@ -57,6 +61,9 @@ def parse_config(
     raw = dict(raw)
     try:
         if isinstance(raw.get("data"), dict):
+            recipe = raw["data"].get("recipe")
+            if recipe is not None and not isinstance(recipe, str):
+                raise ConfigError(f"{origin}: data.recipe must be a name, got {recipe!r}")
             raw["data"] = apply_recipe(raw["data"])
             if base_dir is not None:
                 raw["data"] = _resolve_paths(raw["data"], base_dir)

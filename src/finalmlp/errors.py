@@ -26,3 +26,7 @@ class DataError(FinalMLPError, ValueError):
 
 class NotFittedError(FinalMLPError, RuntimeError):
     """A processor or model was used before it was fitted or loaded."""
+
+
+class TrainingError(FinalMLPError, RuntimeError):
+    """Training cannot go on (the loss became NaN or infinite)."""

@@ -30,7 +30,18 @@ class StrictModel(BaseModel):
 
 
 # ----------------------------------------------------------------------------- features
-class CategoricalFeature(StrictModel):
+class FeatureBase(StrictModel):
+    """What every feature has: a name, and the column it reads (``source``, default the name)."""
+
+    name: str
+    source: str | None = None  # column in the file; defaults to ``name``
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
+
+
+class CategoricalFeature(FeatureBase):
     """A categorical column: each distinct value gets an id and an embedding row.
 
     Ids: 0 is padding, 1 is out-of-vocabulary (values seen fewer than ``min_count`` times in
@@ -39,19 +50,22 @@ class CategoricalFeature(StrictModel):
     """
 
     type: Literal["categorical"] = "categorical"
-    name: str
-    source: str | None = None  # column in the file; defaults to ``name``
     min_count: int = Field(1, ge=1)
     hash_buckets: int | None = Field(None, ge=1)
     fill_value: str = ""  # missing values become this token
     share_embedding: str | None = None  # name of another feature whose table this one uses
 
-    @property
-    def column(self) -> str:
-        return self.source or self.name
+    @model_validator(mode="after")
+    def _hashing_has_no_vocabulary(self) -> CategoricalFeature:
+        if self.hash_buckets is not None and self.min_count != 1:
+            raise ValueError(
+                f"feature {self.name!r}: min_count applies to a vocabulary, not to "
+                "hash_buckets; set one of them"
+            )
+        return self
 
 
-class NumericFeature(StrictModel):
+class NumericFeature(FeatureBase):
     """A numeric column: embedded as value x a learned vector, or bucketized into a categorical.
 
     ``bucketize: quantile`` cuts at train quantiles into ``num_buckets`` ids; ``bucketize:
@@ -60,38 +74,35 @@ class NumericFeature(StrictModel):
     """
 
     type: Literal["numeric"] = "numeric"
-    name: str
-    source: str | None = None
     fill_value: float = 0.0
     transform: Literal["none", "standard", "minmax", "log"] = "none"
     bucketize: Literal["quantile", "log_square"] | None = None
     num_buckets: int = Field(10, ge=2)
     min_count: int = Field(1, ge=1)  # for log_square buckets
 
-    @property
-    def column(self) -> str:
-        return self.source or self.name
+    @model_validator(mode="after")
+    def _no_ignored_settings(self) -> NumericFeature:
+        if self.bucketize is not None and self.transform != "none":
+            raise ValueError(
+                f"feature {self.name!r}: transform is not used when bucketize is set; "
+                "remove one of them"
+            )
+        if self.bucketize != "log_square" and self.min_count != 1:
+            raise ValueError(
+                f"feature {self.name!r}: min_count applies only with bucketize: log_square"
+            )
+        return self
 
-    @property
-    def is_categorical(self) -> bool:
-        return self.bucketize is not None
 
-
-class SequenceFeature(StrictModel):
+class SequenceFeature(FeatureBase):
     """A multi-valued column such as ``a^b^c`` or ``Action|Comedy``: masked mean of embeddings."""
 
     type: Literal["sequence"] = "sequence"
-    name: str
-    source: str | None = None
-    separator: str = "^"
+    separator: str = Field("^", min_length=1)
     max_len: int = Field(20, ge=1)
     truncate: Literal["head", "tail"] = "head"  # keep the first or the last max_len items
     min_count: int = Field(1, ge=1)
     share_embedding: str | None = None
-
-    @property
-    def column(self) -> str:
-        return self.source or self.name
 
 
 Feature = Annotated[
@@ -159,29 +170,21 @@ class DataConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         names = [f.name for f in self.features]
+        if not self.features:
+            raise ValueError("features must list at least one feature")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique, got duplicates {dupes}")
-        if not self.features:
-            raise ValueError("features must list at least one feature")
-        by_name = {f.name: f for f in self.features}
+        if self.label in {f.column for f in self.features}:
+            raise ValueError(
+                f"the label column {self.label!r} is also a feature: the model would see the "
+                "answer; remove it from features"
+            )
+        if self.columns and len(set(self.columns)) != len(self.columns):
+            dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
+            raise ValueError(f"data.columns must be unique, got duplicates {dupes}")
         for feat in self.features:
-            share = getattr(feat, "share_embedding", None)
-            if share is not None and share not in names:
-                raise ValueError(
-                    f"feature {feat.name!r} shares the embedding of {share!r}, "
-                    f"which is not a feature; expected one of {names}"
-                )
-            target = by_name.get(share) if share is not None else None
-            if target is not None and (
-                not isinstance(target, CategoricalFeature | SequenceFeature)
-                or target.share_embedding not in (None, target.name)
-            ):
-                raise ValueError(
-                    f"feature {feat.name!r} shares the embedding of {share!r}, which has no "
-                    "table of its own; point share_embedding at a categorical or sequence "
-                    "feature that does not share another's"
-                )
+            _check_share(feat, {f.name: f for f in self.features})
         if self.format != "synthetic" and self.train is None:
             raise ValueError("data.train is required (path of the training file)")
         if self.format in ("csv", "tsv") and not self.has_header and not self.columns:
@@ -193,6 +196,38 @@ class DataConfig(StrictModel):
         return [f.name for f in self.features]
 
 
+def _check_share(
+    feat: CategoricalFeature | NumericFeature | SequenceFeature,
+    by_name: dict[str, CategoricalFeature | NumericFeature | SequenceFeature],
+) -> None:
+    """A shared embedding points at a feature that owns a table, and sets no table options."""
+    share = getattr(feat, "share_embedding", None)
+    if share is None or share == feat.name:
+        return
+    if share not in by_name:
+        raise ValueError(
+            f"feature {feat.name!r} shares the embedding of {share!r}, "
+            f"which is not a feature; expected one of {list(by_name)}"
+        )
+    target = by_name[share]
+    if not isinstance(
+        target, CategoricalFeature | SequenceFeature
+    ) or target.share_embedding not in (
+        None,
+        target.name,
+    ):
+        raise ValueError(
+            f"feature {feat.name!r} shares the embedding of {share!r}, which has no "
+            "table of its own; point share_embedding at a categorical or sequence "
+            "feature that does not share another's"
+        )
+    if feat.min_count != 1 or getattr(feat, "hash_buckets", None) is not None:
+        raise ValueError(
+            f"feature {feat.name!r} shares the table of {share!r}: set min_count or "
+            f"hash_buckets on {share!r}, not on {feat.name!r}"
+        )
+
+
 # ----------------------------------------------------------------------------- models
 class MLPConfig(StrictModel):
     hidden_units: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
@@ -201,7 +236,8 @@ class MLPConfig(StrictModel):
 
 
 class FinalMLPConfig(StrictModel):
-    """FinalMLP (Mao et al., AAAI 2023); defaults are the paper's Frappe_x1 settings."""
+    """FinalMLP (Mao et al., AAAI 2023). The MLP and gate widths default to the paper's Frappe_x1
+    settings; heads (1) and gate contexts (none) default to the plainest form: set them."""
 
     name: Literal["finalmlp"] = "finalmlp"
     embedding_dim: int = Field(10, gt=0)
@@ -215,6 +251,10 @@ class FinalMLPConfig(StrictModel):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> FinalMLPConfig:
+        for key in ("fs1_context", "fs2_context"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                raise ValueError(f"{key} lists a feature twice: {names}")
         d1, d2 = self.mlp1.hidden_units[-1], self.mlp2.hidden_units[-1]
         if d1 % self.num_heads or d2 % self.num_heads:
             raise ValueError(
@@ -284,6 +324,13 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _contexts_exist(self) -> ExperimentConfig:
+        if not self.train.monitor:
+            raise ValueError("train.monitor is empty; use e.g. {auc: 1}")
+        if self.train.monitor.get("logloss", -1.0) >= 0:
+            raise ValueError(
+                "train.monitor is maximised, so logloss needs a negative weight "
+                "(e.g. {logloss: -1} or {auc: 1, logloss: -1})"
+            )
         if "gauc" in self.train.monitor and self.data.group is None:
             raise ValueError(
                 "train.monitor uses gauc, which needs data.group (the column to group by, "

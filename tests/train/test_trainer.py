@@ -14,6 +14,7 @@ from torch import nn
 
 from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
+from finalmlp.errors import DataError, TrainingError
 from finalmlp.features.processor import EncodedFeatures
 from finalmlp.layout import FieldLayout
 from finalmlp.models import CTRModel, build_model
@@ -246,8 +247,8 @@ def test_train_loss_is_the_row_weighted_mean_since_the_last_validation(
     losses: list[tuple[float, int]] = []
     real_step = Trainer._train_step
 
-    def train_step(self: Trainer, batch: Batch) -> float:
-        loss = real_step(self, batch)
+    def train_step(self: Trainer, batch: Batch, step: int, epoch: int) -> float:
+        loss = real_step(self, batch, step, epoch)
         losses.append((loss, batch.size))
         return loss
 
@@ -368,10 +369,26 @@ def test_trainer_predict_uses_predict_proba() -> None:
 def test_fit_and_evaluate_need_labels() -> None:
     trainer = Trainer(make_model(), train_config())
     unlabelled = make_split(16, labelled=False)
-    with pytest.raises(ValueError, match="need labels"):
+    with pytest.raises(DataError, match="the validation split has no labels"):
         trainer.fit(make_split(16), unlabelled)
     with pytest.raises(ValueError, match="evaluation needs labels"):
         trainer.evaluate(unlabelled)
+
+
+def test_single_class_validation_split_is_refused() -> None:
+    split = make_split(16)
+    one_class = EncodedSplit(split.features, np.ones(16, dtype=np.float32))
+    with pytest.raises(DataError, match="validation split has only label 1"):
+        Trainer(make_model(), train_config()).fit(make_split(32), one_class)
+
+
+def test_non_finite_loss_stops_with_a_clear_error() -> None:
+    model = make_model()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"loss became nan at step 1 \(epoch 1\); lower"):
+        Trainer(model, train_config()).fit(make_split(32), make_split(16, seed=1))
 
 
 # ----------------------------------------------------------------------------- learning

@@ -21,6 +21,7 @@ from torch import nn
 from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
 from finalmlp.data.loader import BatchLoader
+from finalmlp.errors import DataError, TrainingError
 from finalmlp.models.base import CTRModel
 from finalmlp.schema import TrainConfig
 from finalmlp.train.metrics import compute_metrics
@@ -53,6 +54,41 @@ class TrainResult:
 
     def history_dicts(self) -> list[dict[str, Any]]:
         return [asdict(v) for v in self.history]
+
+
+@dataclass
+class _FitState:
+    """What a fit carries from step to step."""
+
+    stopper: EarlyStopping
+    best_state: dict[str, torch.Tensor]
+    result: TrainResult = field(default_factory=TrainResult)
+    samples: int = 0
+    loss_sum: float = 0.0
+    loss_rows: int = 0
+
+    def add_loss(self, loss: float, rows: int) -> None:
+        self.loss_sum += loss * rows
+        self.loss_rows += rows
+        self.samples += rows
+
+    def take_loss(self) -> float:
+        """Row-weighted mean training loss since the last validation; resets it."""
+        mean = self.loss_sum / max(self.loss_rows, 1)
+        self.loss_sum, self.loss_rows = 0.0, 0
+        return mean
+
+
+def _check_labels(split: EncodedSplit, name: str) -> None:
+    if split.label is None:
+        raise DataError(f"the {name} split has no labels")
+    positives = int(split.label.sum())
+    if positives in (0, split.num_rows):
+        only = "1" if positives else "0"
+        raise DataError(
+            f"the {name} split has only label {only} ({split.num_rows:,} rows): AUC is "
+            "undefined and early stopping cannot work; use a larger or stratified split"
+        )
 
 
 class EarlyStopping:
@@ -94,46 +130,56 @@ class Trainer:
         self.loss_fn = nn.BCEWithLogitsLoss()
 
     def fit(self, train: EncodedSplit, valid: EncodedSplit) -> TrainResult:
+        """Train until ``max_epochs`` or early stopping; the best weights are restored."""
         cfg = self.config
-        if train.label is None or valid.label is None:
-            raise ValueError("training and validation splits need labels")
+        _check_labels(train, "training")
+        _check_labels(valid, "validation")
         loader = BatchLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-        stopper = EarlyStopping(cfg.patience)
-        result = TrainResult()
-        best_state = copy.deepcopy(self.model.state_dict())
-        loss_sum, rows, samples = 0.0, 0, 0
+        state = _FitState(EarlyStopping(cfg.patience), copy.deepcopy(self.model.state_dict()))
         with TrainingProgress(enabled=cfg.progress, total=len(loader)) as progress:
             for epoch in range(1, cfg.max_epochs + 1):
-                result.epochs = epoch
-                progress.start_epoch(epoch, cfg.max_epochs)
-                self.model.train()
-                for index, batch in enumerate(loader, start=1):
-                    started = time.perf_counter()
-                    loss = self._train_step(batch)
-                    result.train_seconds += time.perf_counter() - started
-                    result.steps += 1
-                    loss_sum, rows = loss_sum + loss * batch.size, rows + batch.size
-                    samples += batch.size
-                    progress.advance(loss, batch.size)
-                    last_step = epoch == cfg.max_epochs and index == len(loader)
-                    if not self._validation_due(result.steps, index, len(loader), last_step):
-                        continue
-                    record = self._validate(valid, epoch, result, loss_sum / rows, stopper)
-                    progress.log_validation(record)
-                    loss_sum, rows = 0.0, 0
-                    if record.improved:
-                        best_state = copy.deepcopy(self.model.state_dict())
-                    elif cfg.reduce_lr_on_plateau:
-                        self._decay_learning_rate()
-                    if stopper.should_stop:
-                        result.stopped_early = True
-                        break
-                    self.model.train()
-                if result.stopped_early:
+                state.result.epochs = epoch
+                if self._run_epoch(epoch, loader, valid, state, progress):
                     break
-        self.model.load_state_dict(best_state)
-        result.train_samples_per_s = samples / max(result.train_seconds, 1e-9)
+        self.model.load_state_dict(state.best_state)
+        result = state.result
+        result.train_samples_per_s = state.samples / max(result.train_seconds, 1e-9)
         return result
+
+    def _run_epoch(
+        self,
+        epoch: int,
+        loader: BatchLoader,
+        valid: EncodedSplit,
+        state: _FitState,
+        progress: TrainingProgress,
+    ) -> bool:
+        """One pass over the training data, validating when due; True when training stops."""
+        cfg, result = self.config, state.result
+        progress.start_epoch(epoch, cfg.max_epochs)
+        self.model.train()
+        started = time.perf_counter()
+        for index, batch in enumerate(loader, start=1):
+            loss = self._train_step(batch, result.steps + 1, epoch)
+            result.steps += 1
+            state.add_loss(loss, batch.size)
+            progress.advance(loss, batch.size)
+            last_step = epoch == cfg.max_epochs and index == len(loader)
+            if not self._validation_due(result.steps, index, len(loader), last_step):
+                continue
+            record = self._validate(valid, epoch, result, state.take_loss(), state.stopper)
+            started += record.seconds  # throughput counts training time only
+            progress.log_validation(record)
+            if record.improved:
+                state.best_state = copy.deepcopy(self.model.state_dict())
+            elif cfg.reduce_lr_on_plateau:
+                self._decay_learning_rate()
+            if state.stopper.should_stop:
+                result.stopped_early = True
+                break
+            self.model.train()
+        result.train_seconds += time.perf_counter() - started
+        return result.stopped_early
 
     def _validation_due(
         self, step: int, index_in_epoch: int, epoch_steps: int, last_step: bool
@@ -144,17 +190,23 @@ class Trainer:
             return step % self.config.eval_every_steps == 0 or last_step
         return index_in_epoch == epoch_steps
 
-    def _train_step(self, batch: Batch) -> float:
+    def _train_step(self, batch: Batch, step: int = 0, epoch: int = 0) -> float:
         batch = batch.to(self.device)
         logits = self.model(batch)
         loss = self.loss_fn(logits, batch.label)
+        if not math.isfinite(value := float(loss.detach())):
+            raise TrainingError(
+                f"the training loss became {value} at step {step} (epoch {epoch}); lower "
+                "train.learning_rate, set train.max_grad_norm, or check numeric features for "
+                "huge values (transform: log or standard)"
+            )
         total = loss + self.model.regularization(self.config.embedding_l2, self.config.net_l2)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.config.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
-        return float(loss.detach())
+        return value
 
     def _validate(
         self,
