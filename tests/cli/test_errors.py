@@ -277,3 +277,31 @@ def test_train_then_predict_on_synthetic(tmp_path: Path) -> None:
     assert result.exit_code == 0, (result.output, result.exception)
     evaluated = json.loads(result.stdout)
     assert 0.0 <= evaluated["auc"] <= 1.0 and evaluated["logloss"] > 0
+
+
+def test_out_path_that_is_not_a_run_is_never_clobbered(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"recipe": "synthetic", "synthetic": {"num_rows": 300}})
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    message = _user_error(["train", str(config), "--out", str(precious), "--no-progress"])
+    assert "is not a finalmlp run directory; refusing to replace it" in message
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        {"recipe": "synthetic", "synthetic": {"num_rows": 400}},
+        model={"name": "lr"},
+        train={"max_epochs": 1, "progress": False},
+    )
+    run = tmp_path / "run"
+    CliRunner().invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    rows = tmp_path / "rows.csv"
+    generate_synthetic(SyntheticOptions(num_rows=100)).drop("label").write_csv(rows)
+    folder = tmp_path / "scores_dir"
+    folder.mkdir()
+    (folder / "x").write_text("")
+    message = _user_error(["predict", str(run), "--input", str(rows), "--output", str(folder)])
+    assert message.startswith("error: ") and str(folder) in message

@@ -47,6 +47,11 @@ def user_errors(func: F) -> F:
             # escape: messages quote user data, and '[/]' or '[missing]' is rich markup
             err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT) from None
+        except OSError as exc:  # permissions, disk full, a directory where a file was expected
+            where = f" {exc.filename}" if exc.filename else ""
+            reason = exc.strerror or str(exc)
+            err.print(f"[red]error:[/red] cannot access{escape(where)}: {escape(reason)}")
+            raise typer.Exit(USER_ERROR_EXIT) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]")
             raise typer.Exit(130) from None

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from finalmlp.bundle import save_run
+from finalmlp.bundle import check_run_target, save_run
 from finalmlp.data.dataset import prepare_data
 from finalmlp.errors import ConfigError
 from finalmlp.models import build_model
@@ -39,6 +39,8 @@ def resolve_device(name: str) -> torch.device:
 
 def train_from_config(config: ExperimentConfig, out: Path | None = None) -> dict[str, Any]:
     """Train and evaluate; write the run directory to ``out`` when given. Returns the metrics."""
+    if out is not None:
+        check_run_target(Path(out))  # before spending the training time
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
     data = prepare_data(config.data)
