@@ -52,7 +52,9 @@ def test_refuses_to_replace_something_that_is_not_a_run(parts, tmp_path: Path, k
         (target / "notes.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="is not a finalmlp run directory; refusing"):
         save_run(target, config, processor, model, {})
-    assert "keep me" in (target.read_text() if kind == "file" else (target / "notes.txt").read_text())
+    assert "keep me" in (
+        target.read_text() if kind == "file" else (target / "notes.txt").read_text()
+    )
 
 
 def test_replaces_an_earlier_run_and_an_empty_folder(parts, tmp_path: Path) -> None:
@@ -69,8 +71,8 @@ def test_tampered_or_missing_files_are_detected(parts, tmp_path: Path, name: str
     save_run(tmp_path / "run", config, processor, model, {})
     target = tmp_path / "run" / name
     target.write_bytes(target.read_bytes()[:-10])
-    with pytest.raises(DataError, match="do not match manifest.json"):
+    with pytest.raises(DataError, match=r"do not match manifest\.json"):
         load_run(tmp_path / "run")
     target.unlink()
-    with pytest.raises(DataError, match="do not match manifest.json"):
+    with pytest.raises(DataError, match=r"do not match manifest\.json"):
         load_run(tmp_path / "run")

@@ -45,7 +45,11 @@ def test_output_shape_and_every_parameter_gets_a_gradient(name: str, layout: Fie
 # As in the reference, a context-free gate feeds a zero vector through Linear (zero bias) and
 # ReLU: the pre-activation is exactly 0, ReLU'(0) = 0, so the vector and the first layer get a
 # zero gradient at init; the output layer's bias still learns the gate.
-REFERENCE_DEAD_AT_INIT = {"gate2.bias", "gate2.mlp.layers.0.weight", "gate2.mlp.layers.0.bias"}
+REFERENCE_DEAD_AT_INIT = {
+    "gate2.context_vector",
+    "gate2.mlp.layers.0.weight",
+    "gate2.mlp.layers.0.bias",
+}
 
 
 def test_context_free_gate_learns_through_its_output_layer(layout: FieldLayout) -> None:

@@ -19,20 +19,8 @@ class DualMLP(CTRModel):
         self.config = config
         flat_dim = config.embedding_dim * layout.num_fields
         self.embedding = FeatureEmbedding(layout, config.embedding_dim)
-        self.mlp1 = MLP(
-            flat_dim,
-            config.mlp1.hidden_units,
-            config.mlp1.dropout,
-            config.mlp1.batch_norm,
-            output_dim=1,
-        )
-        self.mlp2 = MLP(
-            flat_dim,
-            config.mlp2.hidden_units,
-            config.mlp2.dropout,
-            config.mlp2.batch_norm,
-            output_dim=1,
-        )
+        self.mlp1 = MLP.from_config(flat_dim, config.mlp1, output_dim=1)
+        self.mlp2 = MLP.from_config(flat_dim, config.mlp2, output_dim=1)
         reset_linear_layers(self)
 
     def forward(self, batch: Batch) -> torch.Tensor:

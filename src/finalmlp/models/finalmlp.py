@@ -36,12 +36,8 @@ class FinalMLP(CTRModel):
         dim = config.embedding_dim
         flat_dim = self.flat_dim = dim * layout.num_fields
         self.embedding = FeatureEmbedding(layout, dim)
-        self.mlp1 = MLP(
-            flat_dim, config.mlp1.hidden_units, config.mlp1.dropout, config.mlp1.batch_norm
-        )
-        self.mlp2 = MLP(
-            flat_dim, config.mlp2.hidden_units, config.mlp2.dropout, config.mlp2.batch_norm
-        )
+        self.mlp1 = MLP.from_config(flat_dim, config.mlp1)
+        self.mlp2 = MLP.from_config(flat_dim, config.mlp2)
         self.gate1 = self.gate2 = None
         if config.use_fs:
             self.gate1 = FeatureGate(layout, dim, config.fs1_context, config.fs_hidden_units)

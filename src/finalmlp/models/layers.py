@@ -16,6 +16,7 @@ from torch import nn
 from finalmlp.batch import Batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
+from finalmlp.schema import MLPConfig
 
 EMBEDDING_INIT_STD = 1e-4
 
@@ -134,6 +135,10 @@ class MLP(nn.Module):
         self.output_dim = width
         self.layers = nn.Sequential(*layers)
 
+    @classmethod
+    def from_config(cls, input_dim: int, config: MLPConfig, output_dim: int | None = None) -> MLP:
+        return cls(input_dim, config.hidden_units, config.dropout, config.batch_norm, output_dim)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
@@ -163,15 +168,18 @@ class FeatureGate(nn.Module):
             if context_fields
             else None
         )
-        self.bias = None if context_fields else nn.Parameter(torch.zeros(1, embedding_dim))
+        # Not named weight/bias: like the reference's fs_ctx_bias, no L2 penalty applies to it.
+        self.context_vector = (
+            None if context_fields else nn.Parameter(torch.zeros(1, embedding_dim))
+        )
         input_dim = embedding_dim * max(1, len(context_fields))
         gate_dim = embedding_dim * layout.num_fields
         self.mlp = MLP(input_dim, hidden_units, output_dim=gate_dim)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         if self.context is None:
-            assert self.bias is not None
-            context = self.bias  # (1, E)
+            assert self.context_vector is not None
+            context = self.context_vector  # (1, E)
         else:
             context = self.context(batch).flatten(start_dim=1)  # (B, F_ctx*E)
         return 2.0 * torch.sigmoid(self.mlp(context))  # (B or 1, F*E)
