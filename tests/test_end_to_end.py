@@ -104,3 +104,50 @@ def test_taobao_with_sequences_end_to_end(shared_data: Path, tmp_path: Path) -> 
     predict_file(tmp_path / "run", tmp_path / "reversed.csv", tmp_path / "reversed_scores.csv")
     reversed_scores = pl.read_csv(tmp_path / "reversed_scores.csv")["score"].to_numpy()
     np.testing.assert_allclose(reversed_scores[::-1], scores, rtol=1e-6)
+
+
+def _tiny_rows(num_rows: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    site = rng.choice([1005, 1002, 7, 42], size=num_rows)
+    flag = rng.random(num_rows) < 0.4
+    price = rng.normal(size=num_rows)
+    logit = (site == 1005) * 1.5 - flag + price
+    label = (rng.random(num_rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return pl.DataFrame({"label": label, "site": site, "flag": flag, "price": price})
+
+
+def test_scoring_ignores_labels_and_the_file_format(tmp_path: Path) -> None:
+    """Train on CSV text; score the same rows as CSV with junk labels and as typed Parquet."""
+    rows = _tiny_rows(300, seed=0)
+    rows.write_csv(tmp_path / "train.csv")
+    config = parse_config(
+        {
+            "data": {
+                "train": str(tmp_path / "train.csv"),
+                "features": [
+                    {"name": "site", "type": "categorical"},
+                    {"name": "flag", "type": "categorical"},
+                    {"name": "price", "type": "numeric"},
+                ],
+                "cache_dir": str(tmp_path / "cache"),
+            },
+            "model": {"name": "lr"},
+            "train": TINY_TRAIN,
+        }
+    )
+    train_from_config(config, tmp_path / "run")
+    score = _tiny_rows(20, seed=1)
+    score.write_csv(tmp_path / "clean.csv")
+    junk_labels = pl.Series("label", ["", "maybe", "7", " "] * 5)
+    score.with_columns(junk_labels).write_csv(tmp_path / "junk.csv")
+    # Parquet keeps the dtypes the CSV text lost: Int64 / Float64 ids, Boolean flags.
+    score.drop("label").write_parquet(tmp_path / "int.parquet")
+    score.with_columns(pl.col("site").cast(pl.Float64)).write_parquet(tmp_path / "float.parquet")
+    scores = {}
+    for name in ("clean.csv", "junk.csv", "int.parquet", "float.parquet"):
+        out = tmp_path / f"scores_{name}.csv"
+        assert predict_file(tmp_path / "run", tmp_path / name, out) == 20
+        scores[name] = pl.read_csv(out)["score"].to_numpy()
+    for name, values in scores.items():
+        np.testing.assert_allclose(values, scores["clean.csv"], rtol=1e-6, err_msg=name)
+    assert len(set(np.round(scores["clean.csv"], 6))) > 4  # the ids matter for the score

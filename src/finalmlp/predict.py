@@ -22,10 +22,14 @@ from finalmlp.train.trainer import predict_proba
 
 
 def read_for_run(run: Run, path: Path, require_label: bool) -> EncodedSplit:
-    """Read and encode a raw file with the run's own data config and fitted processor."""
+    """Read and encode a raw file with the run's own data config and fitted processor.
+
+    With ``require_label=False`` (scoring) the label column is neither read nor encoded, so a
+    file whose label is blank, not 0/1 or absent scores the same.
+    """
     data_config = _file_config(run.config.data, path)
     frame = read_file(path, data_config, require_label=require_label)
-    return encode_frame(run.processor, frame, data_config)
+    return encode_frame(run.processor, frame, data_config, labelled=require_label)
 
 
 def _file_config(config: DataConfig, path: Path) -> DataConfig:

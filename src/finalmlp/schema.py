@@ -314,6 +314,9 @@ class TrainConfig(StrictModel):
     seed: int = 2021
     num_threads: int | None = Field(None, gt=0)  # torch intra-op threads; default: all cores
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    # Under torchrun: how long a collective waits for the other ranks before the job fails
+    # (it covers rank 0 preprocessing while the others wait, so it is generous).
+    distributed_timeout_s: float = Field(1800.0, gt=0)
     progress: bool = True
 
 

@@ -108,8 +108,9 @@ def test_failed_cache_write_leaves_nothing_behind(
         real_save(file, array, *args, **kwargs)
 
     monkeypatch.setattr(np, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
-        prepare_data(config)
+    with pytest.warns(UserWarning, match=r"cannot write the data cache .*disk full.*continuing"):
+        data = prepare_data(config)  # the cache is an optimisation: the run goes on
+    assert not data.from_cache and data.splits["train"].num_rows == 30
     assert list((tmp_path / "cache").iterdir()) == []  # no partial cache, no temp directory
     monkeypatch.setattr(np, "save", real_save)
     assert not prepare_data(config).from_cache

@@ -324,3 +324,40 @@ def test_label_named_like_a_field(tmp_path: Path) -> None:
     path = _write(tmp_path, "1 0:1\n")
     with pytest.raises(ConfigError, match="label column 'a' clashes with a field"):
         read_libsvm(path, AB_OPTIONS, label="a", features=[])
+
+
+def test_ffm_columns_do_not_depend_on_the_fields_a_file_holds(tmp_path: Path) -> None:
+    # A feature on field 3 gets its column (all null) even from a file where field 3 is absent,
+    # so a test or scoring file reads with the same columns as train.
+    path = _write(tmp_path, "1 0:1:1 1:7:1\n0 1:8:1\n")
+    features = [
+        CategoricalFeature(name="a", source="f0"),
+        CategoricalFeature(name="f3"),
+        NumericFeature(name="w", source="f5"),
+    ]
+    table = read_libsvm(path, LibsvmOptions(), label="label", features=features, ffm=True)
+    assert table.columns == ["label", *[f"f{i}" for i in range(6)]]
+    assert table["f3"].dtype == pl.String and table["f3"].null_count() == 2
+    assert table["f5"].dtype == pl.Float64 and table["f5"].null_count() == 2
+    assert table["f1"].to_list() == ["7", "8"]
+
+
+def test_ffm_file_with_fewer_fields_reads_through_read_file(tmp_path: Path) -> None:
+    from finalmlp.data.readers import read_file
+    from finalmlp.schema import DataConfig
+
+    train = _write(tmp_path, "1 0:1:1 2:5:1\n0 0:2:1 2:6:1\n", name="train.ffm")
+    test = _write(tmp_path, "1 0:1:1\n", name="test.ffm")  # field 2 never occurs here
+    config = DataConfig.model_validate(
+        {
+            "format": "libffm",
+            "train": train,
+            "features": [
+                {"name": "f0", "type": "categorical"},
+                {"name": "f2", "type": "categorical"},
+            ],
+        }
+    )
+    columns = ["label", "f0", "f2"]
+    assert read_file(train, config).columns == read_file(test, config).columns == columns
+    assert read_file(test, config)["f2"].to_list() == [None]

@@ -141,7 +141,10 @@ def test_label_optional_when_scoring(tmp_path: Path) -> None:
 
 def test_ragged_line_is_data_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "label,user,price\n1,a,1\n0,b,2,extra\n")
-    with pytest.raises(DataError, match=r"cannot read .* as csv"):
+    with pytest.raises(
+        DataError,
+        match=r"line 3 of .*data\.csv has 4 fields, expected 3; fix the line or remove it",
+    ):
         read_file(path, _config(path))
 
 

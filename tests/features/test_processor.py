@@ -293,8 +293,10 @@ def test_log_square_follows_criteo_rule() -> None:
     tokens = _decode(proc, "i1", encoded.categorical[:, 0])
     expected = []
     for v in values:
-        x = -1.0 if v is None else v
-        expected.append(str(math.floor(math.log(x) ** 2) if x > 2 else int(x)))
+        if v is None:
+            expected.append("null")  # missing is a category of its own, not fill_value -1
+        else:
+            expected.append(str(math.floor(math.log(v) ** 2) if v > 2 else int(v)))
     assert tokens == expected
     assert expected[4:9] == ["0", "1", "5", "21", "190"]
     _assert_ids_in_range(proc, encoded)
@@ -441,6 +443,19 @@ def test_load_rejects_unknown_version_and_bad_json(tmp_path: Path) -> None:
         FeatureProcessor.load(path)
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(DataError, match=r"cannot read processor state .*p\.json"):
+        FeatureProcessor.load(path)
+
+
+def test_load_rejects_damaged_state(tmp_path: Path) -> None:
+    proc = FeatureProcessor([CategoricalFeature(name="x")]).fit(pl.DataFrame({"x": ["a"]}))
+    path = tmp_path / "p.json"
+    path.write_text("[]", encoding="utf-8")
+    with pytest.raises(DataError, match=r"version None is not supported.*re-run training"):
+        FeatureProcessor.load(path)
+    state = proc.to_dict()
+    del state["tables"]
+    path.write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(DataError, match=r"processor state is damaged \(KeyError.*re-run training"):
         FeatureProcessor.load(path)
 
 

@@ -247,8 +247,8 @@ def test_train_loss_is_the_row_weighted_mean_since_the_last_validation(
     losses: list[tuple[float, int]] = []
     real_step = Trainer._train_step
 
-    def train_step(self: Trainer, batch: Batch, step: int, epoch: int) -> float:
-        loss = real_step(self, batch, step, epoch)
+    def train_step(self: Trainer, batch: Batch, rows: int, step: int, epoch: int) -> float:
+        loss = real_step(self, batch, rows, step, epoch)
         losses.append((loss, batch.size))
         return loss
 

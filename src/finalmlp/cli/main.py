@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -83,7 +84,8 @@ def train(
     if updates:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
     metrics = train_from_config(cfg, out_dir)
-    _print_summary(metrics, out_dir)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        _print_summary(metrics, out_dir)
 
 
 def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:

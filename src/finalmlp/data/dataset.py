@@ -2,7 +2,9 @@
 
 The first run reads the raw files, fits the FeatureProcessor on train and encodes every split;
 the result is cached under a key made of the data config, the files' sizes and modification
-times and the encoding version, so a second run with the same config and data skips all of it.
+times (and the content hash of a libsvm field map), the Polars version and ENCODING_VERSION, so
+a second run with the same config and data skips all of it. The cache is an optimisation only:
+an unreadable entry is rebuilt and a failed write leaves the run going, each with a warning.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -24,6 +28,8 @@ from finalmlp.io import atomic_directory, atomic_write_text
 from finalmlp.schema import DataConfig, SplitOptions
 
 SPLITS = ("train", "valid", "test")
+# Bump when reading or encoding code changes what the cached arrays hold for the same config.
+ENCODING_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -89,32 +95,50 @@ def _random_split(
 
 
 def encode_frame(
-    processor: FeatureProcessor, frame: pl.DataFrame, config: DataConfig
+    processor: FeatureProcessor, frame: pl.DataFrame, config: DataConfig, *, labelled: bool = True
 ) -> EncodedSplit:
-    """Encode one raw frame (label and group when present)."""
+    """Encode one raw frame; with ``labelled`` also its label and group (when present).
+
+    Scoring passes ``labelled=False``: neither label nor group is then computed, whatever
+    columns the frame holds.
+    """
     label = None
-    if config.label in frame.columns:
+    if labelled and config.label in frame.columns:
         label = frame[config.label].cast(pl.Float32).to_numpy().astype(np.float32, copy=False)
     group = None
-    if config.group is not None and config.group in frame.columns:
+    if labelled and config.group is not None and config.group in frame.columns:
         # Missing ids form one group of their own (a null rank would be cast from NaN).
         keys = frame[config.group].cast(pl.Utf8).fill_null("")
         group = keys.rank("dense").to_numpy().astype(np.int64)
     return EncodedSplit(processor.transform(frame), label, group)
 
 
-def prepare_data(config: DataConfig, cache: bool = True) -> PreparedData:
-    """Fit on train and encode all splits, or load them from the cache."""
+def prepare_data(config: DataConfig, cache: bool = True, mmap: bool = False) -> PreparedData:
+    """Fit on train and encode all splits, or load them from the cache.
+
+    Args:
+        cache: read and write the encoded-data cache.
+        mmap: open cached arrays memory-mapped (read-only; rows are read when a batch needs
+            them), as every rank does under torchrun. Needs ``cache``.
+    """
     start = time.perf_counter()
     cache_path = cache_root(config) / cache_key(config) if cache else None
     if cache_path is not None and (cache_path / "meta.json").is_file():
-        processor, splits = _load_cache(cache_path)
-        return PreparedData(processor, splits, True, time.perf_counter() - start)
+        cached = _load_cache(cache_path, mmap)
+        if cached is not None:
+            return PreparedData(*cached, True, time.perf_counter() - start)
     frames = load_frames(config)
     processor = FeatureProcessor(config.features).fit(frames["train"])
     splits = {name: encode_frame(processor, frames[name], config) for name in SPLITS}
     if cache_path is not None:
-        _save_cache(cache_path, processor, splits)
+        try:
+            _save_cache(cache_path, processor, splits)
+        except OSError as exc:
+            warnings.warn(
+                f"cannot write the data cache {cache_path} ({exc}); continuing without it. "
+                "Set data.cache_dir (or FINALMLP_CACHE_DIR) to a writable folder",
+                stacklevel=2,
+            )
     return PreparedData(processor, splits, False, time.perf_counter() - start)
 
 
@@ -130,13 +154,18 @@ def cache_key(config: DataConfig) -> str:
     parts: dict[str, object] = {
         "config": config.model_dump(mode="json", exclude={"cache_dir"}),
         "state_version": STATE_VERSION,
+        "encoding_version": ENCODING_VERSION,
         "package": __version__,
+        "polars": pl.__version__,
     }
     for name in SPLITS:
         path = getattr(config, name)
         if path is not None and Path(path).exists():
             stat = Path(path).stat()
             parts[name] = [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+    field_map = config.libsvm.field_map if config.libsvm is not None else None
+    if field_map is not None and Path(field_map).is_file():  # small: hash its content
+        parts["field_map"] = hashlib.sha256(Path(field_map).read_bytes()).hexdigest()
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
@@ -163,17 +192,38 @@ def _arrays_of(split: EncodedSplit) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _load_cache(path: Path) -> tuple[FeatureProcessor, dict[str, EncodedSplit]]:
-    processor = FeatureProcessor.load(path / "processor.json")
-    meta = json.loads((path / "meta.json").read_text())
-    splits = {}
-    for name, info in meta.items():
-        arrays = {k: np.load(path / f"{name}.{k}.npy") for k in info["arrays"]}
-        num_seq = sum(k.startswith("seq") for k in arrays)
-        features = EncodedFeatures(
-            arrays["categorical"],
-            arrays["numeric"],
-            tuple(arrays[f"seq{i}"] for i in range(num_seq)),
+def _load_cache(
+    path: Path, mmap: bool = False
+) -> tuple[FeatureProcessor, dict[str, EncodedSplit]] | None:
+    """The cached processor and splits, or None (with a warning) when the entry is damaged."""
+    try:
+        processor = FeatureProcessor.load(path / "processor.json")
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        splits = {name: _load_split(path, name, meta[name], mmap) for name in SPLITS}
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:  # DataError is a ValueError
+        warnings.warn(
+            f"ignoring the damaged data cache {path} ({type(exc).__name__}: {exc}); rebuilding it",
+            stacklevel=3,
         )
-        splits[name] = EncodedSplit(features, arrays.get("label"), arrays.get("group"))
+        return None
     return processor, splits
+
+
+def _load_split(path: Path, name: str, info: dict[str, object], mmap: bool) -> EncodedSplit:
+    keys = info["arrays"]
+    if not isinstance(keys, list):
+        raise TypeError(f"meta.json: arrays of {name} must be a list")
+    mode: Literal["r"] | None = "r" if mmap else None
+    arrays = {
+        k: np.load(path / f"{name}.{k}.npy", mmap_mode=mode, allow_pickle=False) for k in keys
+    }
+    short = [k for k, a in arrays.items() if a.ndim == 0 or len(a) != info["rows"]]
+    if short:
+        raise ValueError(f"{name} arrays {short} do not hold {info['rows']} rows")
+    num_seq = sum(k.startswith("seq") for k in arrays)
+    features = EncodedFeatures(
+        arrays["categorical"],
+        arrays["numeric"],
+        tuple(arrays[f"seq{i}"] for i in range(num_seq)),
+    )
+    return EncodedSplit(features, arrays.get("label"), arrays.get("group"))

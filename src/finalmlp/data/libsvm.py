@@ -8,10 +8,12 @@ as a CSV, so everything downstream treats the two alike::
                                   1.0    "42"  "1572" "5042"
 
 The field of an index comes from ``LibsvmOptions.fields`` (index ranges) or ``field_map`` (a JSON
-file ``{"idx": "field"}``); libFFM lines carry it. A field declared numeric in ``features``
-holds the float value, any other field the index as a string, several indices of one field
-joined with ``"^"`` (or the ``separator`` of a ``SequenceFeature`` on that column, which then
-reads them as a sequence); fields absent from a line are null.
+file ``{"idx": "field"}``); libFFM lines carry it. Unnamed libFFM fields are ``f0, f1, ...``: the
+columns run up to the highest field number in the file or asked for by a feature, so a field
+that a feature uses is a (null) column even in a file where it never occurs. A field declared
+numeric in ``features`` holds the float value, any other field the index as a string, several
+indices of one field joined with ``"^"`` (or the ``separator`` of a ``SequenceFeature`` on that
+column, which then reads them as a sequence); fields absent from a line are null.
 
 Parsing is columnar: Polars splits, explodes and regex-parses all tokens at once, NumPy
 ``searchsorted`` maps indices to fields, and a group-by + pivot rebuilds the rows.
@@ -20,6 +22,7 @@ Parsing is columnar: Polars splits, explodes and regex-parses all tokens at once
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ _LABEL = "__label"
 _TOKEN_PATTERN = r"^(?P<idx>[0-9]+):(?P<val>[^:]+)$"
 _FFM_TOKEN_PATTERN = r"^(?P<field>[0-9]+):(?P<idx>[0-9]+):(?P<val>[^:]+)$"
 _MULTI_SEPARATOR = "^"
+_FFM_NAME = re.compile(r"f(0|[1-9][0-9]*)")  # default libFFM field names: f0, f1, ...
 
 
 def read_libsvm(
@@ -81,7 +85,7 @@ def read_libsvm(
     labels = _parse_labels(lines, path)
     entries = _parse_tokens(lines, path, ffm)
     if index_table is None:
-        field_names, codes = _ffm_fields(entries, options, path)
+        field_names, codes = _ffm_fields(entries, options, path, features)
     else:
         field_names, codes = _lookup_fields(entries, index_table, path)
     if label in field_names:
@@ -283,12 +287,18 @@ def _map_table(field_map: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def _ffm_fields(
-    entries: pl.DataFrame, options: LibsvmOptions, path: Path
+    entries: pl.DataFrame, options: LibsvmOptions, path: Path, features: Sequence[Feature]
 ) -> tuple[list[str], np.ndarray]:
-    """Field names (``field_names`` or ``f0, f1, ...``) and each token's field number."""
+    """Field names (``field_names`` or ``f0, f1, ...``) and each token's field number.
+
+    Without ``field_names`` the names run to the highest field of the file or of the features'
+    ``f{i}`` columns, so every file of a dataset has the columns its features need.
+    """
     codes = entries["field"].to_numpy().astype(np.int32)
     if not options.field_names:
-        return [f"f{i}" for i in range(int(codes.max(initial=-1)) + 1)], codes
+        asked = [int(m[1]) for f in features if (m := _FFM_NAME.fullmatch(f.column))]
+        count = max(int(codes.max(initial=-1)), max(asked, default=-1)) + 1
+        return [f"f{i}" for i in range(count)], codes
     num_names = len(options.field_names)
     if len(set(options.field_names)) < num_names:
         raise ConfigError(f"data.libsvm.field_names must be unique, got {options.field_names}")

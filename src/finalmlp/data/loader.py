@@ -17,49 +17,104 @@ class BatchLoader:
     The split's arrays are turned into tensors once (sharing memory with NumPy); each batch is
     a slice (sequential) or one fancy-index gather (shuffled) per array.
 
+    When shuffling (training), a last batch of a single row is folded into the one before it,
+    which then holds ``batch_size + 1`` rows: BatchNorm cannot normalise one row in training
+    mode, and dropping the row would leave it out of every epoch. Unshuffled (evaluation) the
+    last batch is whatever remains. ``len(loader)`` is the number of batches iteration yields.
+
+    Under torchrun (``world_size > 1``) every rank draws the same global permutation and
+    batches, and takes its own contiguous part of each global batch: the global batch is what
+    the config says, whatever the number of processes. Memory-mapped arrays (the encoded-data
+    cache opened with ``mmap``) are gathered row by row per batch, so no rank reads every row
+    into memory.
+
     Args:
         split: encoded arrays.
-        batch_size: rows per batch (the last batch may be smaller).
+        batch_size: rows per (global) batch (the last may be smaller, or one larger: see above).
         shuffle: reshuffle each epoch with ``seed + epoch``.
         seed: base seed of the shuffle.
+        rank: this process's rank; world_size: the number of processes.
+        rows: (start, stop) to iterate over only these rows, in order (an evaluation shard).
     """
 
     def __init__(
-        self, split: EncodedSplit, batch_size: int, shuffle: bool = False, seed: int = 0
+        self,
+        split: EncodedSplit,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
-        self.num_rows = split.num_rows
+        self.rank, self.world_size = rank, world_size
+        self.first_row, stop = rows if rows is not None else (0, split.num_rows)
+        self.num_rows = stop - self.first_row
         self.categorical = _tensor(split.features.categorical)
         self.numeric = _tensor(split.features.numeric)
         self.sequences = tuple(_tensor(s) for s in split.features.sequences)
         self.label = None if split.label is None else _tensor(split.label)
 
     def __len__(self) -> int:
-        return (self.num_rows + self.batch_size - 1) // self.batch_size
+        full, rest = divmod(self.num_rows, self.batch_size)
+        if self.shuffle and rest == 1 and full > 0:
+            return full  # the single leftover row joins the last full batch
+        return full + (rest > 0)
+
+    def _bounds(self) -> Iterator[tuple[int, int]]:
+        """(start, stop) of each batch; the last one ends at num_rows."""
+        count = len(self)
+        for i in range(count):
+            start = i * self.batch_size
+            yield start, self.num_rows if i == count - 1 else start + self.batch_size
+
+    def global_rows(self, index: int) -> int:
+        """Rows of the ``index``-th (1-based) global batch, over all ranks."""
+        count = len(self)
+        start = (index - 1) * self.batch_size
+        return (self.num_rows if index == count else start + self.batch_size) - start
 
     def __iter__(self) -> Iterator[Batch]:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_rows, generator=generator)
             self.epoch += 1
-            for start in range(0, self.num_rows, self.batch_size):
-                yield self._take(order[start : start + self.batch_size])
+            for start, stop in self._bounds():
+                lo, hi = part_bounds(stop - start, self.rank, self.world_size)
+                yield self._take(order[start + lo : start + hi])
         else:
-            for start in range(0, self.num_rows, self.batch_size):
-                yield self._take(slice(start, start + self.batch_size))
+            for start, stop in self._bounds():
+                yield self._take(slice(self.first_row + start, self.first_row + stop))
 
     def _take(self, index: torch.Tensor | slice) -> Batch:
         return Batch(
-            categorical=self.categorical[index],
-            numeric=self.numeric[index],
-            sequences=tuple(s[index] for s in self.sequences),
-            label=None if self.label is None else self.label[index],
+            categorical=_rows(self.categorical, index),
+            numeric=_rows(self.numeric, index),
+            sequences=tuple(_rows(s, index) for s in self.sequences),
+            label=None if self.label is None else _rows(self.label, index),
         )
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor sharing memory with ``array`` (copied only if not contiguous and writable)."""
+def part_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous part [lo, hi) of ``size`` rows for ``rank``; parts differ by at most one."""
+    base, extra = divmod(size, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor | np.ndarray:
+    """A tensor sharing memory with ``array``; a memory map stays one (read per batch)."""
+    if isinstance(array, np.memmap):
+        return array
     return torch.from_numpy(np.require(array, requirements=("C", "W")))
+
+
+def _rows(source: torch.Tensor | np.ndarray, index: torch.Tensor | slice) -> torch.Tensor:
+    if isinstance(source, torch.Tensor):
+        return source[index]
+    picked = source[index.numpy() if isinstance(index, torch.Tensor) else index]
+    return torch.from_numpy(np.array(picked))  # a private, writable copy of these rows only

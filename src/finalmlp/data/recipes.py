@@ -39,11 +39,12 @@ def criteo() -> dict[str, Any]:
     """Criteo Kaggle ``train.txt``: TSV without header, label, I1-I13, C1-C26.
 
     The standard recipe (DCN/AutoInt/BARS Criteo_x1): numeric x becomes the category
-    floor(log(x)^2) when x > 2 (else x itself), missing values are their own category, and rare
-    values (fewer than 10 occurrences in train) share the OOV id.
+    floor(log(x)^2) when x > 2 (else x itself), missing values are their own category
+    (``"null"``, never merged with a real -1), and rare values (fewer than 10 occurrences in
+    train) share the OOV id.
     """
     numeric = [
-        {"name": n, "type": "numeric", "bucketize": "log_square", "min_count": 10, "fill_value": -1}
+        {"name": n, "type": "numeric", "bucketize": "log_square", "min_count": 10}
         for n in CRITEO_NUMERIC
     ]
     categorical = [{"name": n, "type": "categorical", "min_count": 10} for n in CRITEO_CATEGORICAL]
@@ -58,7 +59,12 @@ def criteo() -> dict[str, Any]:
 
 def avazu() -> dict[str, Any]:
     """Avazu Kaggle ``train`` CSV: label ``click``, 22 categorical fields (``id`` dropped),
-    rare values (fewer than 2 occurrences in train) to OOV as in BARS Avazu_x1."""
+    rare values (fewer than 2 occurrences in train) to OOV.
+
+    ``hour`` (YYMMDDHH) is used as a raw category: every hour of the 10 days is its own value,
+    and hours after the training period are all OOV. You may want to derive hour-of-day and
+    weekday columns from it first and list those as features instead.
+    """
     return {
         "format": "csv",
         "label": "click",

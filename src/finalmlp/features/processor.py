@@ -4,6 +4,10 @@ Follows the scikit-learn contract: the constructor only stores the schema, ``fit
 only) learns the state (attributes ending in ``_``), ``transform`` before ``fit`` raises
 NotFittedError. The state is JSON (``save``/``load``), never pickle, and the exact same object
 is used by training, evaluation, batch scoring and serving.
+
+Tokens do not depend on how a file stored a value (see :func:`normalize_tokens`): the CSV text
+``"1005"``, a Parquet Int64 ``1005`` and a Float64 ``1005.0`` are the same category, so a
+processor fitted on one format encodes the others alike.
 """
 
 from __future__ import annotations
@@ -17,17 +21,24 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from polars.datatypes import DataTypeClass
 from pydantic import TypeAdapter
 
 from finalmlp.columns import check_columns, parse_floats
-from finalmlp.errors import DataError, NotFittedError
+from finalmlp.errors import DataError, NotFittedError, SchemaError
 from finalmlp.features.tables import FIRST_ID, IdTable
 from finalmlp.io import atomic_write_text
 from finalmlp.layout import FieldLayout
 from finalmlp.schema import CategoricalFeature, Feature, NumericFeature, SequenceFeature
 
-STATE_VERSION = 1
+# 2: tokens no longer depend on the file's dtype, log_square has a "null" bucket. A version-1
+# state would encode such values differently from how its model was trained, so it is refused.
+STATE_VERSION = 2
 _FEATURES = TypeAdapter(list[Feature])
+_Dtype = pl.DataType | DataTypeClass  # a Polars dtype, instance (List(...)) or class (String)
+MISSING_BUCKET = "null"  # log_square token of a missing value: no number collides with it
+# Spellings of booleans in text files (Polars/Spark write true, pandas True) -> Arrow's text.
+_BOOLEAN_TEXT = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false"}
 
 
 @dataclass(frozen=True)
@@ -127,8 +138,8 @@ class FeatureProcessor:
         if isinstance(feat, SequenceFeature):
             return _sequence_lists(df[feat.column], feat).explode().drop_nulls()
         if isinstance(feat, NumericFeature):  # log_square buckets
-            return _log_square_tokens(numeric_column(df, feat))
-        return df[feat.column].cast(pl.Utf8).fill_null(feat.fill_value)
+            return _log_square_tokens(finite_values(df, feat))
+        return normalize_tokens(df[feat.column], feat.name).fill_null(feat.fill_value)
 
     # ------------------------------------------------------------------ transform
     def transform(self, df: pl.DataFrame) -> EncodedFeatures:
@@ -207,15 +218,21 @@ class FeatureProcessor:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> FeatureProcessor:
-        if state.get("version") != STATE_VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
+        if version != STATE_VERSION:
             raise DataError(
-                f"processor state version {state.get('version')!r} is not supported "
+                f"processor state version {version!r} is not supported "
                 f"(this finalmlp reads version {STATE_VERSION}); re-run training"
             )
-        proc = cls(_FEATURES.validate_python(state["features"]))
-        proc.tables_ = {t["name"]: IdTable.from_dict(t) for t in state["tables"]}
-        proc.numeric_stats_ = dict(state["numeric_stats"])
-        proc.bucket_edges_ = {k: list(v) for k, v in state["bucket_edges"].items()}
+        try:
+            proc = cls(_FEATURES.validate_python(state["features"]))
+            proc.tables_ = {t["name"]: IdTable.from_dict(t) for t in state["tables"]}
+            proc.numeric_stats_ = dict(state["numeric_stats"])
+            proc.bucket_edges_ = {k: list(v) for k, v in state["bucket_edges"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # incl. ValidationError
+            raise DataError(
+                f"processor state is damaged ({type(exc).__name__}: {exc}); re-run training"
+            ) from None
         return proc
 
     def save(self, path: str | Path) -> None:
@@ -238,10 +255,73 @@ class FeatureProcessor:
 
 
 # ---------------------------------------------------------------------- column helpers
-def numeric_column(df: pl.DataFrame, feat: NumericFeature) -> pl.Series:
-    """Float64 values with missing and NaN replaced by the fill value; text is an error."""
+def normalize_tokens(column: pl.Series, feature: str) -> pl.Series:
+    """String tokens of a categorical column, the same whatever dtype the file stored.
+
+    Text is stripped; integers become their decimal text; floats that are whole numbers
+    become integer text (``1005.0`` -> ``"1005"``), other floats their shortest text
+    (``1.5`` -> ``"1.5"``); booleans, and the text ``True``/``TRUE`` (pandas writes those),
+    become ``"true"``/``"false"``. Missing values (null, NaN, empty or blank text) come back
+    as null for the caller's fill value.
+
+    Raises:
+        SchemaError: a nested column (list, struct) where single values are expected.
+    """
+    if column.dtype == pl.Utf8:  # the Utf8 branch of _token_expr, with booleans checked first
+        text = column.str.strip_chars()
+        if text.is_in(list(_BOOLEAN_TEXT)).any():
+            text = text.replace(_BOOLEAN_TEXT)
+        return text.replace("", None)
+    expr = _token_expr(pl.col(column.name), column.dtype, column.name, feature)
+    return column.to_frame().select(expr.alias(column.name)).to_series()
+
+
+def _has_boolean_text(column: pl.Series) -> bool:
+    """Whether a text column may hold ``True``/``FALSE``...: a cheap check that spares most
+    columns the (5x slower) replacement."""
+    if column.dtype != pl.Utf8:
+        return column.dtype != pl.Null  # lists, categoricals: do not bother checking
+    return bool(column.str.contains_any(list(_BOOLEAN_TEXT)).any())
+
+
+def _token_expr(
+    expr: pl.Expr, dtype: _Dtype, column: str, feature: str, booleans: bool = True
+) -> pl.Expr:
+    """:func:`normalize_tokens` as an expression (also used on list items).
+
+    ``booleans=False`` skips mapping ``True``/``FALSE``... to ``true``/``false`` for text
+    known to hold none of them.
+    """
+    if dtype == pl.Null:
+        return expr.cast(pl.Utf8)
+    if dtype == pl.Boolean or dtype.is_integer() or dtype.is_temporal():
+        return expr.cast(pl.Utf8)
+    if dtype.is_float() or dtype.is_decimal():
+        x = expr.cast(pl.Float64)
+        whole = x.is_finite() & (x == x.floor()) & (x.abs() < 2.0**63)
+        as_int = x.cast(pl.Int64, strict=False).cast(pl.Utf8)
+        return pl.when(x.is_nan()).then(None).when(whole).then(as_int).otherwise(x.cast(pl.Utf8))
+    if dtype == pl.Utf8 or isinstance(dtype, pl.Categorical | pl.Enum):
+        text = expr.cast(pl.Utf8).str.strip_chars()
+        text = text.replace(_BOOLEAN_TEXT) if booleans else text
+        return text.replace("", None)
+    raise SchemaError(
+        f"column {column!r} of feature {feature!r} has dtype {dtype}; expected single values "
+        "(text, integers, floats or booleans). Flatten the column, or declare a list column "
+        "as a sequence feature"
+    )
+
+
+def finite_values(df: pl.DataFrame, feat: NumericFeature) -> pl.Series:
+    """Float64 values with missing, NaN and +-inf (also as text) as null; text is an error."""
     values = parse_floats(df[feat.column], "numeric", lambda row: f"row {row + 1:,}")
-    return values.fill_nan(None).fill_null(feat.fill_value)
+    finite = pl.when(pl.col(values.name).is_finite()).then(pl.col(values.name))
+    return values.to_frame().select(finite).to_series()
+
+
+def numeric_column(df: pl.DataFrame, feat: NumericFeature) -> pl.Series:
+    """Float64 values with missing and non-finite values replaced by the fill value."""
+    return finite_values(df, feat).fill_null(feat.fill_value)
 
 
 def _numeric_stats(values: pl.Series) -> dict[str, float]:
@@ -263,21 +343,44 @@ def _quantile_edges(values: pl.Series, num_buckets: int) -> list[float]:
 
 
 def _log_square_tokens(values: pl.Series) -> pl.Series:
-    """Criteo recipe: x -> floor(log(x)^2) for x > 2, else x; as string tokens."""
-    arr = values.to_numpy()
+    """Criteo recipe: x -> floor(log(x)^2) for x > 2, else x; as string tokens.
+
+    A missing value is the token ``"null"`` of its own (``fill_value`` is not used): filling
+    with a number such as -1 would merge the missing values with the real -1s.
+    """
+    arr = values.cast(pl.Float64).to_numpy()  # nulls -> NaN
     safe = np.where(arr > 2, arr, math.e)
     bucket = np.where(arr > 2, np.floor(np.log(safe) ** 2), np.floor(arr))
-    return pl.Series(values.name, bucket.astype(np.int64)).cast(pl.Utf8)
+    tokens = pl.Series(values.name, bucket).cast(pl.Int64, strict=False).cast(pl.Utf8)
+    return tokens.fill_null(MISSING_BUCKET)
 
 
 def _sequence_lists(column: pl.Series, feat: SequenceFeature) -> pl.Series:
-    lists = (
-        column.cast(pl.Utf8)
-        .fill_null("")
-        .str.split(feat.separator)
-        .list.eval(pl.element().str.strip_chars())
-        .list.eval(pl.element().filter(pl.element() != ""))
-    )
+    """Per row, the list of item tokens (normalized as categorical tokens), truncated.
+
+    A text column is split on the feature's separator; a List (or Array) column of scalars
+    (Parquet ``list<string>``, ``list<int64>``) is used as it is; another scalar is one item.
+    """
+    dtype = column.dtype
+    if dtype == pl.Utf8 or isinstance(dtype, pl.Categorical | pl.Enum):
+        items = pl.col(column.name).cast(pl.Utf8).fill_null("").str.split(feat.separator)
+        inner: _Dtype = pl.Utf8
+    elif isinstance(dtype, pl.List | pl.Array) and not dtype.inner.is_nested():
+        items = pl.col(column.name)
+        if isinstance(dtype, pl.Array):
+            items = items.arr.to_list()
+        items, inner = items.fill_null([]), dtype.inner
+    elif dtype.is_nested():
+        raise SchemaError(
+            f"column {column.name!r} of sequence feature {feat.name!r} has dtype {dtype}; "
+            f"expected text such as 'a{feat.separator}b' or a list of strings or integers. "
+            "Flatten the nested lists first"
+        )
+    else:
+        items, inner = pl.concat_list(pl.col(column.name)), dtype
+    booleans = _has_boolean_text(column)
+    token = _token_expr(pl.element(), inner, column.name, feat.name, booleans)
+    lists = column.to_frame().select(items.list.eval(token.drop_nulls())).to_series()
     if feat.truncate == "head":
         return lists.list.head(feat.max_len)
     return lists.list.tail(feat.max_len)

@@ -25,8 +25,9 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 class TrainingProgress:
     """Context manager around ``rich.progress.Progress``; a no-op bar when disabled."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
+    def __init__(self, enabled: bool, total: int, log: bool = True) -> None:
         self.enabled = enabled
+        self.log = log  # per-validation lines (off on every rank but 0 under torchrun)
         self.total = total
         self.progress: Progress | None = None
         self.task: TaskID | None = None
@@ -80,6 +81,8 @@ class TrainingProgress:
         )
 
     def log_validation(self, record: Validation) -> None:
+        if not self.log:
+            return
         metrics = "  ".join(f"{k} {v:.5f}" for k, v in record.metrics.items())
         mark = "  [green]best[/green]" if record.improved else ""
         console.print(

@@ -10,10 +10,17 @@ import numpy as np
 import torch
 
 from finalmlp.bundle import check_run_target, save_run
-from finalmlp.data.dataset import prepare_data
+from finalmlp.data.dataset import PreparedData, prepare_data
 from finalmlp.errors import ConfigError
 from finalmlp.models import build_model
-from finalmlp.schema import ExperimentConfig
+from finalmlp.schema import DataConfig, ExperimentConfig
+from finalmlp.train.distributed import (
+    DistributedContext,
+    barrier,
+    cleanup,
+    init_distributed,
+    process_device,
+)
 from finalmlp.train.progress import console
 from finalmlp.train.trainer import Trainer
 
@@ -38,24 +45,41 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train_from_config(config: ExperimentConfig, out: Path | None = None) -> dict[str, Any]:
-    """Train and evaluate; write the run directory to ``out`` when given. Returns the metrics."""
+    """Train and evaluate; write the run directory to ``out`` when given. Returns the metrics.
+
+    The same call runs in one process or in every process of a ``torchrun`` job: then the
+    processor is fitted once (rank 0 fills the encoded-data cache, the others wait), each rank
+    trains on its part of every global batch, and only rank 0 logs and writes ``out``.
+    """
     if out is not None:
         check_run_target(Path(out))  # before spending the training time
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
-    data = prepare_data(config.data)
+    device = resolve_device(config.train.device)
+    context = init_distributed(device, config.train.distributed_timeout_s)
+    try:
+        return _train(config, out, process_device(device, context), context)
+    finally:
+        cleanup(context)
+
+
+def _train(
+    config: ExperimentConfig, out: Path | None, device: torch.device, context: DistributedContext
+) -> dict[str, Any]:
+    data = _prepare(config.data, context)
     rows = {name: split.num_rows for name, split in data.splits.items()}
+    log = console.print if context.is_main else _silent
     source = "cache" if data.from_cache else "raw files"
-    console.print(
+    log(
         f"data: {rows['train']:,} train / {rows['valid']:,} valid / {rows['test']:,} test rows, "
         f"{data.processor.layout.num_fields} fields, from {source} in {data.seconds:.1f} s"
     )
     seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
     model = build_model(data.processor.layout, config.model).to(device)
     num_parameters = sum(p.numel() for p in model.parameters())
-    console.print(f"model: {config.model.name}, {num_parameters:,} parameters, on {device}")
-    trainer = Trainer(model, config.train)
+    where = f"{context.world_size} processes ({context.backend})" if context.enabled else device
+    log(f"model: {config.model.name}, {num_parameters:,} parameters, on {where}")
+    trainer = Trainer(model, config.train, context)
     result = trainer.fit(data.splits["train"], data.splits["valid"])
     metrics: dict[str, Any] = {
         "model": config.model.name,
@@ -70,9 +94,26 @@ def train_from_config(config: ExperimentConfig, out: Path | None = None) -> dict
         "preprocess_seconds": data.seconds,
         "preprocess_from_cache": data.from_cache,
         "num_parameters": num_parameters,
+        "processes": context.world_size,
         "rows": rows,
         "history": result.history_dicts(),
     }
-    if out is not None:
+    if out is not None and context.is_main:
         save_run(out, config, data.processor, model, metrics)
+    barrier(context)
     return metrics
+
+
+def _prepare(data_config: DataConfig, context: DistributedContext) -> PreparedData:
+    """One process: prepare as usual. Under torchrun: rank 0 fits and fills the cache while the
+    others wait; then every rank opens the cache memory-mapped and reads only its rows."""
+    if not context.enabled:
+        return prepare_data(data_config)
+    if context.is_main:
+        prepare_data(data_config)
+    barrier(context)
+    return prepare_data(data_config, mmap=True)
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    del args, kwargs

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
@@ -24,6 +25,13 @@ from finalmlp.data.loader import BatchLoader
 from finalmlp.errors import DataError, TrainingError
 from finalmlp.models.base import CTRModel
 from finalmlp.schema import TrainConfig
+from finalmlp.train.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    gather_rows,
+    shard_bounds,
+    sum_over_ranks,
+)
 from finalmlp.train.metrics import compute_metrics
 from finalmlp.train.progress import TrainingProgress
 
@@ -67,16 +75,16 @@ class _FitState:
     loss_sum: float = 0.0
     loss_rows: int = 0
 
-    def add_loss(self, loss: float, rows: int) -> None:
+    def add_loss(self, loss: float, rows: int, global_rows: int) -> None:
         self.loss_sum += loss * rows
         self.loss_rows += rows
-        self.samples += rows
+        self.samples += global_rows
 
-    def take_loss(self) -> float:
-        """Row-weighted mean training loss since the last validation; resets it."""
-        mean = self.loss_sum / max(self.loss_rows, 1)
+    def take_loss(self, context: DistributedContext) -> float:
+        """Row-weighted mean training loss since the last validation, over all ranks."""
+        total, rows = sum_over_ranks([self.loss_sum, float(self.loss_rows)], context)
         self.loss_sum, self.loss_rows = 0.0, 0
-        return mean
+        return total / max(rows, 1.0)
 
 
 def _check_labels(split: EncodedSplit, name: str) -> None:
@@ -122,10 +130,16 @@ class Trainer:
         >>> test_metrics = trainer.evaluate(data.splits["test"])
     """
 
-    def __init__(self, model: CTRModel, config: TrainConfig) -> None:
+    def __init__(
+        self, model: CTRModel, config: TrainConfig, context: DistributedContext = SINGLE_PROCESS
+    ) -> None:
         self.model = model
         self.config = config
+        self.context = context
         self.device = next(model.parameters()).device
+        # Under torchrun the training forward goes through DDP (gradients averaged across
+        # ranks); evaluation and the saved state use the plain model.
+        self.network: nn.Module = DistributedDataParallel(model) if context.enabled else model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         self.loss_fn = nn.BCEWithLogitsLoss()
 
@@ -134,9 +148,19 @@ class Trainer:
         cfg = self.config
         _check_labels(train, "training")
         _check_labels(valid, "validation")
-        loader = BatchLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        loader = BatchLoader(
+            train,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+        )
         state = _FitState(EarlyStopping(cfg.patience), copy.deepcopy(self.model.state_dict()))
-        with TrainingProgress(enabled=cfg.progress, total=len(loader)) as progress:
+        show = cfg.progress and self.context.is_main
+        with TrainingProgress(
+            enabled=show, total=len(loader), log=self.context.is_main
+        ) as progress:
             for epoch in range(1, cfg.max_epochs + 1):
                 state.result.epochs = epoch
                 if self._run_epoch(epoch, loader, valid, state, progress):
@@ -160,14 +184,17 @@ class Trainer:
         self.model.train()
         started = time.perf_counter()
         for index, batch in enumerate(loader, start=1):
-            loss = self._train_step(batch, result.steps + 1, epoch)
+            global_rows = loader.global_rows(index)
+            loss = self._train_step(batch, global_rows, result.steps + 1, epoch)
             result.steps += 1
-            state.add_loss(loss, batch.size)
-            progress.advance(loss, batch.size)
+            state.add_loss(loss, batch.size, global_rows)
+            progress.advance(loss, global_rows)
             last_step = epoch == cfg.max_epochs and index == len(loader)
             if not self._validation_due(result.steps, index, len(loader), last_step):
                 continue
-            record = self._validate(valid, epoch, result, state.take_loss(), state.stopper)
+            record = self._validate(
+                valid, epoch, result, state.take_loss(self.context), state.stopper
+            )
             started += record.seconds  # throughput counts training time only
             progress.log_validation(record)
             if record.improved:
@@ -190,9 +217,10 @@ class Trainer:
             return step % self.config.eval_every_steps == 0 or last_step
         return index_in_epoch == epoch_steps
 
-    def _train_step(self, batch: Batch, step: int = 0, epoch: int = 0) -> float:
+    def _train_step(self, batch: Batch, global_rows: int, step: int = 0, epoch: int = 0) -> float:
+        """One optimizer step on this rank's rows of a global batch; returns the local loss."""
         batch = batch.to(self.device)
-        logits = self.model(batch)
+        logits = self.network(batch)
         loss = self.loss_fn(logits, batch.label)
         if not math.isfinite(value := float(loss.detach())):
             raise TrainingError(
@@ -200,7 +228,11 @@ class Trainer:
                 "train.learning_rate, set train.max_grad_norm, or check numeric features for "
                 "huge values (transform: log or standard)"
             )
-        total = loss + self.model.regularization(self.config.embedding_l2, self.config.net_l2)
+        # DDP averages gradients over ranks; weighting each rank's mean by its share of the
+        # global batch makes that average the gradient of the global mean loss.
+        share = batch.size * self.context.world_size / global_rows
+        reg = self.model.regularization(self.config.embedding_l2, self.config.net_l2)
+        total = loss * share + reg
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.config.max_grad_norm is not None:
@@ -242,7 +274,7 @@ class Trainer:
     @torch.no_grad()
     def predict(self, split: EncodedSplit) -> np.ndarray:
         """Click probabilities (N,) in row order."""
-        return predict_proba(self.model, split, self.config.eval_batch_size)
+        return predict_proba(self.model, split, self.config.eval_batch_size, self.context)
 
     def evaluate(self, split: EncodedSplit) -> dict[str, float]:
         if split.label is None:
@@ -252,14 +284,24 @@ class Trainer:
 
 
 @torch.no_grad()
-def predict_proba(model: CTRModel, split: EncodedSplit, batch_size: int = 16384) -> np.ndarray:
-    """Score every row of a split with the model in eval mode; (N,) float64 probabilities."""
+def predict_proba(
+    model: CTRModel,
+    split: EncodedSplit,
+    batch_size: int = 16384,
+    context: DistributedContext = SINGLE_PROCESS,
+) -> np.ndarray:
+    """Score every row of a split with the model in eval mode; (N,) float64 probabilities.
+
+    Under torchrun each rank scores its contiguous shard and every rank gets all predictions
+    in row order, so metrics (and early-stopping decisions) are identical on all ranks.
+    """
     model.eval()
     device = next(model.parameters()).device
-    out = np.empty(split.num_rows, dtype=np.float64)
-    start = 0
-    for batch in BatchLoader(split, batch_size, shuffle=False):
+    start, stop = shard_bounds(split.num_rows, context)
+    out = np.empty(stop - start, dtype=np.float64)
+    done = 0
+    for batch in BatchLoader(split, batch_size, shuffle=False, rows=(start, stop)):
         logits = model(batch.to(device))
-        out[start : start + batch.size] = torch.sigmoid(logits.double()).cpu().numpy()
-        start += batch.size
-    return out
+        out[done : done + batch.size] = torch.sigmoid(logits.double()).cpu().numpy()
+        done += batch.size
+    return gather_rows(out, context)
