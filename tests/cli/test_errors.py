@@ -305,3 +305,19 @@ def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
     (folder / "x").write_text("")
     message = _user_error(["predict", str(run), "--input", str(rows), "--output", str(folder)])
     assert message.startswith("error: ") and str(folder) in message
+
+
+def test_preprocess_fills_the_cache_that_train_then_uses(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        {"recipe": "synthetic", "synthetic": {"num_rows": 500}},
+        model={"name": "lr"},
+        train={"max_epochs": 1, "progress": False},
+    )
+    first = CliRunner().invoke(app, ["preprocess", str(config)])
+    assert first.exit_code == 0, first.output
+    assert "encoded in" in first.stdout and str(tmp_path / "cache") in first.stdout
+    again = CliRunner().invoke(app, ["preprocess", str(config)])
+    assert "already cached" in again.stdout
+    trained = CliRunner().invoke(app, ["train", str(config), "--out", str(tmp_path / "r")])
+    assert trained.exit_code == 0 and "from cache" in trained.stderr

@@ -100,6 +100,23 @@ def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
 
 @app.command()
 @user_errors
+def preprocess(
+    config: Annotated[Path, typer.Argument(help="YAML config (its data section is used).")],
+) -> None:
+    """Read, fit and encode the data once into the cache (data.cache_dir): later `train` runs,
+    and every rank of a torchrun job, start from it."""
+    from finalmlp.config import load_config
+    from finalmlp.data.dataset import cache_key, cache_root, prepare_data
+
+    cfg = load_config(config)
+    data = prepare_data(cfg.data)
+    rows = ", ".join(f"{n} {s.num_rows:,}" for n, s in data.splits.items())
+    source = "already cached" if data.from_cache else f"encoded in {data.seconds:.1f} s"
+    out.print(f"{rows} rows {source}: {cache_root(cfg.data) / cache_key(cfg.data)}")
+
+
+@app.command()
+@user_errors
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `finalmlp train`.")],
     data: Annotated[Path, typer.Option("--data", help="Labelled file in the training format.")],
