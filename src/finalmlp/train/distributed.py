@@ -28,6 +28,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str = "none"  # gloo, nccl, or none (one process)
+    owns_group: bool = False  # we joined it (torchrun), so we leave it; Ray's is Ray's
 
     @property
     def enabled(self) -> bool:
@@ -57,10 +58,16 @@ def init_distributed(device: torch.device, timeout_s: float) -> DistributedConte
         timeout_s: how long a collective may wait for the other ranks: a rank that died or
             hangs ends the job with a timeout error instead of a hang.
     """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_available() and dist.is_initialized():  # e.g. started by Ray Train
+        if dist.get_world_size() <= 1:
+            return SINGLE_PROCESS
+        backend = str(dist.get_backend())
+        return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return SINGLE_PROCESS
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank = int(os.environ["RANK"])
     backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl":
         if torch.cuda.device_count() <= local_rank:
@@ -69,9 +76,8 @@ def init_distributed(device: torch.device, timeout_s: float) -> DistributedConte
                 "start at most one process per GPU, or set train.device: cpu"
             )
         torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-    return DistributedContext(rank, world_size, local_rank, backend)
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return DistributedContext(rank, world_size, local_rank, backend, owns_group=True)
 
 
 def process_device(device: torch.device, context: DistributedContext) -> torch.device:
@@ -117,5 +123,5 @@ def sum_over_ranks(values: list[float], context: DistributedContext) -> list[flo
 
 
 def cleanup(context: DistributedContext) -> None:
-    if context.enabled and dist.is_initialized():
+    if context.owns_group and dist.is_initialized():
         dist.destroy_process_group()
