@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from finalmlp.batch import Batch
 from finalmlp.layout import FieldLayout
+from finalmlp.schema import DataConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -52,3 +54,22 @@ def random_batch(layout: FieldLayout, size: int = 32, seed: int = 0) -> Batch:
         sequences.append(seq.to(torch.int32))
     label = torch.randint(0, 2, (size,), generator=generator).float()
     return Batch(cat, numeric, tuple(sequences), label)
+
+
+def write_file(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
+    """Write a small data file for reader tests."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def reader_config(path: Path, **overrides: Any) -> DataConfig:
+    """A data config reading ``path`` with a categorical ``user`` and a numeric ``price``."""
+    raw: dict[str, Any] = {
+        "train": path,
+        "features": [
+            {"name": "user", "type": "categorical"},
+            {"name": "price", "type": "numeric"},
+        ],
+    }
+    return DataConfig.model_validate({**raw, **overrides})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -31,7 +33,7 @@ def test_without_torchrun_everything_is_one_process(monkeypatch: pytest.MonkeyPa
 def test_shards_cover_all_rows_once_in_order(rows: int, world: int) -> None:
     bounds = [shard_bounds(rows, DistributedContext(r, world)) for r in range(world)]
     assert bounds[0][0] == 0 and bounds[-1][1] == rows
-    for (_, stop), (start, _) in zip(bounds, bounds[1:], strict=False):
+    for (_, stop), (start, _) in itertools.pairwise(bounds):
         assert stop == start
     sizes = [stop - start for start, stop in bounds]
     assert max(sizes) - min(sizes) <= 1
