@@ -35,6 +35,8 @@ class FeatureBase(StrictModel):
 
     name: str
     source: str | None = None  # column in the file; defaults to ``name``
+    # Scoring a record without this field is an error (else it gets the fill value).
+    required: bool = False
 
     @property
     def column(self) -> str:

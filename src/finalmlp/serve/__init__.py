@@ -1,0 +1,1 @@
+"""Serving: score raw records (batch files, HTTP), ONNX export, A/B arms."""
