@@ -79,8 +79,10 @@ def check_run_target(out: Path) -> None:
     """``out`` may be written: missing, an empty directory, or an earlier run directory."""
     if not out.exists():
         return
-    if out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file()):
-        return
+    if out.is_dir() and (
+        (out / "manifest.json").is_file() or {p.name for p in out.iterdir()} <= {"checkpoints"}
+    ):
+        return  # an earlier run, an empty folder, or a run that was stopped mid-way
     raise ConfigError(
         f"{out} exists and is not a finalmlp run directory; refusing to replace it. "
         "Pass a new or empty --out directory"

@@ -306,6 +306,8 @@ class TrainConfig(StrictModel):
     max_grad_norm: float | None = Field(10.0, gt=0)
     max_epochs: int = Field(100, ge=1)
     eval_every_steps: int | None = Field(None, gt=0)  # default: once per epoch
+    # With --out: a checkpoint at every epoch end, and every N steps when set (for --resume).
+    checkpoint_every_steps: int | None = Field(None, gt=0)
     # The monitored value is sum(weight * metric); {auc: 1} as in BARS, {auc: 1, logloss: -1}
     # for the mix FuxiCTR users also use. Higher is better.
     monitor: dict[MonitorMetric, float] = Field(default_factory=_monitor_auc)

@@ -79,15 +79,21 @@ class BatchLoader:
         return (self.num_rows if index == count else start + self.batch_size) - start
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(self, skip: int = 0) -> Iterator[Batch]:
+        """The batches of one pass, leaving out the first ``skip`` (already trained on before a
+        resume: the permutation is the same, those rows are simply not gathered)."""
+        bounds = list(self._bounds())[skip:]
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_rows, generator=generator)
             self.epoch += 1
-            for start, stop in self._bounds():
+            for start, stop in bounds:
                 lo, hi = part_bounds(stop - start, self.rank, self.world_size)
                 yield self._take(order[start + lo : start + hi])
         else:
-            for start, stop in self._bounds():
+            for start, stop in bounds:
                 yield self._take(slice(self.first_row + start, self.first_row + stop))
 
     def _take(self, index: torch.Tensor | slice) -> Batch:

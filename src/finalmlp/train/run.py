@@ -14,6 +14,7 @@ from finalmlp.data.dataset import PreparedData, prepare_data
 from finalmlp.errors import ConfigError
 from finalmlp.models import build_model
 from finalmlp.schema import DataConfig, ExperimentConfig
+from finalmlp.train.checkpoint import CheckpointStore
 from finalmlp.train.distributed import (
     DistributedContext,
     barrier,
@@ -44,12 +45,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def train_from_config(config: ExperimentConfig, out: Path | None = None) -> dict[str, Any]:
+def train_from_config(
+    config: ExperimentConfig, out: Path | None = None, resume: bool = False
+) -> dict[str, Any]:
     """Train and evaluate; write the run directory to ``out`` when given. Returns the metrics.
 
     The same call runs in one process or in every process of a ``torchrun`` job: then the
     processor is fitted once (rank 0 fills the encoded-data cache, the others wait), each rank
     trains on its part of every global batch, and only rank 0 logs and writes ``out``.
+
+    With ``out``, checkpoints go to ``out/checkpoints/`` (each epoch end, and every
+    ``train.checkpoint_every_steps``); ``resume`` continues from the newest good one.
     """
     if out is not None:
         check_run_target(Path(out))  # before spending the training time
@@ -58,13 +64,17 @@ def train_from_config(config: ExperimentConfig, out: Path | None = None) -> dict
     device = resolve_device(config.train.device)
     context = init_distributed(device, config.train.distributed_timeout_s)
     try:
-        return _train(config, out, process_device(device, context), context)
+        return _train(config, out, process_device(device, context), context, resume)
     finally:
         cleanup(context)
 
 
 def _train(
-    config: ExperimentConfig, out: Path | None, device: torch.device, context: DistributedContext
+    config: ExperimentConfig,
+    out: Path | None,
+    device: torch.device,
+    context: DistributedContext,
+    resume: bool,
 ) -> dict[str, Any]:
     data = _prepare(config.data, context)
     rows = {name: split.num_rows for name, split in data.splits.items()}
@@ -79,8 +89,12 @@ def _train(
     num_parameters = sum(p.numel() for p in model.parameters())
     where = f"{context.world_size} processes ({context.backend})" if context.enabled else device
     log(f"model: {config.model.name}, {num_parameters:,} parameters, on {where}")
-    trainer = Trainer(model, config.train, context)
-    result = trainer.fit(data.splits["train"], data.splits["valid"])
+    store = CheckpointStore(Path(out) / "checkpoints") if out is not None else None
+    start = store.latest() if store is not None and resume else None
+    if resume:
+        log(f"resuming from step {start.step}" if start else "no checkpoint found: from step 0")
+    trainer = Trainer(model, config.train, context, store)
+    result = trainer.fit(data.splits["train"], data.splits["valid"], resume=start)
     metrics: dict[str, Any] = {
         "model": config.model.name,
         "valid": trainer.evaluate(data.splits["valid"]),

@@ -25,6 +25,7 @@ from finalmlp.data.loader import BatchLoader
 from finalmlp.errors import DataError, TrainingError
 from finalmlp.models.base import CTRModel
 from finalmlp.schema import TrainConfig
+from finalmlp.train.checkpoint import Checkpoint, CheckpointStore
 from finalmlp.train.distributed import (
     SINGLE_PROCESS,
     DistributedContext,
@@ -131,11 +132,16 @@ class Trainer:
     """
 
     def __init__(
-        self, model: CTRModel, config: TrainConfig, context: DistributedContext = SINGLE_PROCESS
+        self,
+        model: CTRModel,
+        config: TrainConfig,
+        context: DistributedContext = SINGLE_PROCESS,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.context = context
+        self.checkpoints = checkpoints if context.is_main else None
         self.device = next(model.parameters()).device
         # Under torchrun the training forward goes through DDP (gradients averaged across
         # ranks); evaluation and the saved state use the plain model.
@@ -143,8 +149,14 @@ class Trainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         self.loss_fn = nn.BCEWithLogitsLoss()
 
-    def fit(self, train: EncodedSplit, valid: EncodedSplit) -> TrainResult:
-        """Train until ``max_epochs`` or early stopping; the best weights are restored."""
+    def fit(
+        self, train: EncodedSplit, valid: EncodedSplit, resume: Checkpoint | None = None
+    ) -> TrainResult:
+        """Train until ``max_epochs`` or early stopping; the best weights are restored.
+
+        With ``resume`` training goes on from that checkpoint exactly as if it had never
+        stopped (same batches, same dropout masks, same decisions).
+        """
         cfg = self.config
         _check_labels(train, "training")
         _check_labels(valid, "validation")
@@ -157,14 +169,21 @@ class Trainer:
             world_size=self.context.world_size,
         )
         state = _FitState(EarlyStopping(cfg.patience), copy.deepcopy(self.model.state_dict()))
+        first_epoch, skip = 1, 0
+        if resume is not None:
+            first_epoch, skip = self._restore(resume, state, len(loader))
         show = cfg.progress and self.context.is_main
         with TrainingProgress(
             enabled=show, total=len(loader), log=self.context.is_main
         ) as progress:
-            for epoch in range(1, cfg.max_epochs + 1):
-                state.result.epochs = epoch
-                if self._run_epoch(epoch, loader, valid, state, progress):
+            for epoch in range(first_epoch, cfg.max_epochs + 1):
+                if state.result.stopped_early:
                     break
+                state.result.epochs = epoch
+                loader.epoch = epoch - 1  # the epoch's permutation, also after a resume
+                if self._run_epoch(epoch, loader, valid, state, progress, skip):
+                    break
+                skip = 0
         self.model.load_state_dict(state.best_state)
         result = state.result
         result.train_samples_per_s = state.samples / max(result.train_seconds, 1e-9)
@@ -177,13 +196,15 @@ class Trainer:
         valid: EncodedSplit,
         state: _FitState,
         progress: TrainingProgress,
+        skip: int = 0,
     ) -> bool:
-        """One pass over the training data, validating when due; True when training stops."""
+        """One pass over the training data (after ``skip`` batches already done), validating
+        and checkpointing when due; True when training stops."""
         cfg, result = self.config, state.result
         progress.start_epoch(epoch, cfg.max_epochs)
         self.model.train()
         started = time.perf_counter()
-        for index, batch in enumerate(loader, start=1):
+        for index, batch in enumerate(loader.batches(skip), start=skip + 1):
             global_rows = loader.global_rows(index)
             loss = self._train_step(batch, global_rows, result.steps + 1, epoch)
             result.steps += 1
@@ -191,6 +212,7 @@ class Trainer:
             progress.advance(loss, global_rows)
             last_step = epoch == cfg.max_epochs and index == len(loader)
             if not self._validation_due(result.steps, index, len(loader), last_step):
+                self._maybe_checkpoint(state, epoch, index, len(loader))
                 continue
             record = self._validate(
                 valid, epoch, result, state.take_loss(self.context), state.stopper
@@ -203,10 +225,60 @@ class Trainer:
                 self._decay_learning_rate()
             if state.stopper.should_stop:
                 result.stopped_early = True
+            result.train_seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            self._maybe_checkpoint(state, epoch, index, len(loader))
+            if result.stopped_early:
                 break
             self.model.train()
         result.train_seconds += time.perf_counter() - started
         return result.stopped_early
+
+    def _maybe_checkpoint(
+        self, state: _FitState, epoch: int, batches_done: int, epoch_batches: int
+    ) -> None:
+        """Every ``checkpoint_every_steps`` steps and at each epoch end."""
+        every = self.config.checkpoint_every_steps
+        due = batches_done == epoch_batches or (every and state.result.steps % every == 0)
+        if self.checkpoints is None or not due:
+            return
+        self.checkpoints.save(
+            Checkpoint(state.result.steps, epoch, batches_done, self._snapshot(state))
+        )
+
+    def _snapshot(self, state: _FitState) -> dict[str, Any]:
+        result = state.result
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": state.best_state,
+            "stopper": {"best": state.stopper.best, "bad_rounds": state.stopper.bad_rounds},
+            "history": result.history_dicts(),
+            "best_index": result.history.index(result.best) if result.best else -1,
+            "counters": [result.steps, result.train_seconds, result.stopped_early],
+            "fit": [state.samples, state.loss_sum, state.loss_rows],
+            "rng": torch.get_rng_state(),
+        }
+
+    def _restore(
+        self, checkpoint: Checkpoint, state: _FitState, epoch_batches: int
+    ) -> tuple[int, int]:
+        """Load a snapshot into the model, optimizer and state; (first epoch, batches to skip)."""
+        snap, result = checkpoint.state, state.result
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        state.best_state = snap["best_state"]
+        state.stopper.best = float(snap["stopper"]["best"])
+        state.stopper.bad_rounds = int(snap["stopper"]["bad_rounds"])
+        result.history = [Validation(**record) for record in snap["history"]]
+        result.best = result.history[snap["best_index"]] if snap["best_index"] >= 0 else None
+        result.steps, result.train_seconds, result.stopped_early = snap["counters"]
+        state.samples, state.loss_sum, state.loss_rows = snap["fit"]
+        torch.set_rng_state(snap["rng"])
+        result.epochs = checkpoint.epoch
+        if checkpoint.batches_done >= epoch_batches:
+            return checkpoint.epoch + 1, 0
+        return checkpoint.epoch, checkpoint.batches_done
 
     def _validation_due(
         self, step: int, index_in_epoch: int, epoch_steps: int, last_step: bool
