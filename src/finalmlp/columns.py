@@ -29,15 +29,7 @@ def parse_floats(raw: pl.Series, what: str, locate: Callable[[int], str]) -> pl.
     Raises:
         DataError: text that is not a number, naming the column, the value and where.
     """
-    if raw.dtype == pl.Null:  # all missing, e.g. one scored row without this value
-        return raw.cast(pl.Float64)
-    if raw.dtype.is_numeric():
-        return raw.cast(pl.Float64)
-    if raw.dtype != pl.Utf8:
-        raise SchemaError(f"column {raw.name!r} must be {what}, got dtype {raw.dtype}")
-    text = raw.str.strip_chars().replace("", None)
-    parsed = text.cast(pl.Float64, strict=False)
-    bad = parsed.is_null() & text.is_not_null()
+    parsed, bad = float_values(raw, what)
     if bad.any():
         row = int(bad.arg_max() or 0)
         raise DataError(
@@ -45,3 +37,25 @@ def parse_floats(raw: pl.Series, what: str, locate: Callable[[int], str]) -> pl.
             "fix the value, or declare the feature as categorical"
         )
     return parsed
+
+
+def float_values(raw: pl.Series, what: str) -> tuple[pl.Series, pl.Series]:
+    """Float64 values (null where missing or not a number) and the mask of text that is not
+    a number (``NaN``/``inf`` text are numbers here).
+
+    Raises:
+        SchemaError: a column that is neither numbers nor text.
+    """
+    if raw.dtype == pl.Null:  # all missing, e.g. one scored row without this value
+        return raw.cast(pl.Float64), _all_false(raw)
+    if raw.dtype.is_numeric():
+        return raw.cast(pl.Float64), _all_false(raw)
+    if raw.dtype != pl.Utf8:
+        raise SchemaError(f"column {raw.name!r} must be {what}, got dtype {raw.dtype}")
+    text = raw.str.strip_chars().replace("", None)
+    parsed = text.cast(pl.Float64, strict=False)
+    return parsed, parsed.is_null() & text.is_not_null()
+
+
+def _all_false(raw: pl.Series) -> pl.Series:
+    return pl.repeat(False, raw.len(), dtype=pl.Boolean, eager=True).alias(raw.name)

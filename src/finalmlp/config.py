@@ -72,7 +72,7 @@ def parse_config(
         raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None
 
 
-_PATH_KEYS = ("train", "valid", "test", "cache_dir")
+_PATH_KEYS = ("train", "valid", "test", "cache_dir", "quarantine_dir")
 
 
 def _resolve_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -168,6 +168,29 @@ class DataConfig(StrictModel):
     libsvm: LibsvmOptions | None = None
     synthetic: SyntheticOptions | None = None
     cache_dir: Path | None = None  # encoded-data cache; default ~/.cache/finalmlp
+    # Bad rows of train/valid/test files (see docs/reliability.md): stop at the first
+    # (`error`), drop them with a warning (`skip`), or drop them and write each with its line
+    # and reason to `<data file name>.bad_rows.csv` (`quarantine`), beside the data file or in
+    # quarantine_dir. Scoring always stops at the first bad row.
+    on_bad_rows: Literal["error", "skip", "quarantine"] = "error"
+    quarantine_dir: Path | None = None
+    # Raw label text -> 0/1, e.g. {"no": 0, "yes": 1}; without it labels must be 0/1 or -1/1.
+    label_map: dict[str, Literal[0, 1]] | None = None
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_keys_are_text(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        for key in value:
+            if isinstance(key, bool):  # YAML reads an unquoted yes/no/true/false as a boolean
+                raise ValueError(
+                    f"label_map key {key!r} was read as a boolean; quote it in the YAML, "
+                    "e.g. {'yes': 1, 'no': 0}"
+                )
+        return {
+            str(key).strip() if isinstance(key, int | str) else key: v for key, v in value.items()
+        }
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -191,6 +214,8 @@ class DataConfig(StrictModel):
             raise ValueError("data.train is required (path of the training file)")
         if self.format in ("csv", "tsv") and not self.has_header and not self.columns:
             raise ValueError("a file without header needs data.columns (the column names)")
+        if self.label_map is not None and not self.label_map:
+            raise ValueError("data.label_map is empty; map each raw label to 0 or 1, or remove it")
         return self
 
     @property

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import reader_config, write_file
 from finalmlp.data import readers
+from finalmlp.data.csvlines import CsvStructure
 from finalmlp.data.readers import read_file
 from finalmlp.errors import DataError, SchemaError
 
@@ -63,7 +64,8 @@ def test_ragged_line_without_header_counts_from_line_one(tmp_path: Path) -> None
 def test_polars_ragged_error_is_located_with_the_csv_module(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(readers, "_check_field_counts", lambda *args: None)
+    # The line scan would find it first: pretend it found nothing, so Polars' refusal is hit.
+    monkeypatch.setattr(readers, "scan_structure", lambda *args: CsvStructure.clean())
     path = write_file(tmp_path, 'label,user,price\n1,"x\ny",1\n0,b,2\n1,c,3,4\n')
     with pytest.raises(DataError, match=r"line 5 of .*data\.csv has 4 fields, expected 3"):
         read_file(path, reader_config(path))
@@ -116,7 +118,7 @@ def _parquet(tmp_path: Path, **columns: list[Any]) -> Path:
 
 def test_parquet_errors_say_row_not_line(tmp_path: Path) -> None:
     bad_label = _parquet(tmp_path, label=[1, 0, 2], user=["a", "b", "c"], price=[1.0, 2.0, 3.0])
-    with pytest.raises(DataError, match=r"got 2 on row 3 of .*data\.parquet; binarize"):
+    with pytest.raises(DataError, match=r"got 2 on row 3 of .*data\.parquet.*; binarize"):
         read_file(bad_label, reader_config(bad_label, format="parquet"))
     empty = _parquet(tmp_path, label=[1, None], user=["a", "b"], price=[1.0, 2.0])
     with pytest.raises(DataError, match=r"is empty on row 2 of .*data\.parquet"):

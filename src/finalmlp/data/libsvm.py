@@ -23,21 +23,25 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from finalmlp.data.badrows import Policy, bad_rows, no_bad_rows
+from finalmlp.data.textlines import NotUtf8Error
 from finalmlp.errors import ConfigError, DataError
 from finalmlp.schema import Feature, LibsvmOptions, NumericFeature, SequenceFeature
 
-__all__ = ["read_libsvm"]
+__all__ = ["LibsvmTable", "read_libsvm", "read_libsvm_table"]
 
 _ROW = "__row"  # internal column names, prefixed to stay clear of field names
 _LINE = "__line"
 _LABEL = "__label"
+_TEXT = "__text"
 _TOKEN_PATTERN = r"^(?P<idx>[0-9]+):(?P<val>[^:]+)$"
 _FFM_TOKEN_PATTERN = r"^(?P<field>[0-9]+):(?P<idx>[0-9]+):(?P<val>[^:]+)$"
 _MULTI_SEPARATOR = "^"
@@ -55,7 +59,8 @@ def read_libsvm(
     """Read a libsvm/libFM or libFFM file into a table with one column per field.
 
     Args:
-        path: the text file, one example per line; blank lines are skipped.
+        path: the text file (gzip/zstd compressed or not), one example per line; blank lines
+            are skipped.
         options: how indices map to fields (``fields`` ranges or a ``field_map`` JSON file;
             for libFFM optional ``field_names``).
         label: name of the label column in the result.
@@ -79,23 +84,59 @@ def read_libsvm(
         >>> options = LibsvmOptions(fields=[FieldRange(name="user", start=0, end=957)])
         >>> read_libsvm(Path("f.libfm"), options, label="label", features=[])  # doctest: +SKIP
     """
+    return read_libsvm_table(path, options, label=label, features=features, ffm=ffm).frame
+
+
+@dataclass(frozen=True)
+class LibsvmTable:
+    """The table of :func:`read_libsvm`, the line of each row, and the lines left out.
+
+    Attributes:
+        frame: as :func:`read_libsvm` returns it.
+        lines: (N,) int64, the 1-based line of each row.
+        bad: the lines left out (``policy`` skip/quarantine), in the schema of
+            ``finalmlp.data.badrows.BAD_ROWS_SCHEMA``.
+    """
+
+    frame: pl.DataFrame
+    lines: np.ndarray
+    bad: pl.DataFrame
+
+
+def read_libsvm_table(
+    path: Path,
+    options: LibsvmOptions,
+    *,
+    label: str,
+    features: Sequence[Feature],
+    ffm: bool = False,
+    label_map: Mapping[str, int] | None = None,
+    policy: Policy = "error",
+    hint: str = "",
+) -> LibsvmTable:
+    """:func:`read_libsvm`, with a ``label_map`` (first token -> 0/1) and a bad-line policy:
+    ``error`` raises on the first bad line, ``skip``/``quarantine`` leave bad lines out."""
     path = Path(path)
     index_table = None if ffm else _index_table(options, path)  # option errors before parsing
+    bad = _BadLines(policy, hint)
     lines = _read_lines(path)
-    labels = _parse_labels(lines, path)
-    entries = _parse_tokens(lines, path, ffm)
+    labels = _parse_labels(lines, path, label_map, bad)
+    entries = bad.drop(_parse_tokens(lines, path, ffm, bad))
     if index_table is None:
-        field_names, codes = _ffm_fields(entries, options, path, features)
+        field_names, codes = _ffm_fields(entries, options, path, features, bad)
     else:
-        field_names, codes = _lookup_fields(entries, index_table, path)
+        field_names, codes = _lookup_fields(entries, index_table, path, bad)
     if label in field_names:
         raise ConfigError(
             f"label column {label!r} clashes with a field of the same name in {path}; "
             "rename the label (data.label) or the field"
         )
-    entries = entries.with_columns(pl.Series("field", codes, dtype=pl.Int32))
+    entries = bad.drop(entries.with_columns(pl.Series("field", codes, dtype=pl.Int32)))
     kinds = _FieldKinds.from_features(features)
-    return _assemble(labels, entries, field_names, kinds, path).rename({_LABEL: label})
+    _check_repeated_numbers(entries, field_names, kinds, path, bad)
+    labels, entries = bad.drop(labels), bad.drop(entries)
+    frame = _assemble(labels, entries, field_names, kinds).rename({_LABEL: label})
+    return LibsvmTable(frame, labels[_LINE].to_numpy().astype(np.int64), bad.table(lines))
 
 
 @dataclass(frozen=True)
@@ -113,21 +154,53 @@ class _FieldKinds:
         )
 
 
+class _BadLines:
+    """Bad lines found so far: raise on the first (``error``) or collect them to leave out."""
+
+    def __init__(self, policy: Policy, hint: str) -> None:
+        self.policy, self.hint = policy, hint
+        self.found: list[pl.DataFrame] = []
+
+    def report(
+        self, bad: pl.DataFrame, reason: str, message: Callable[[dict[str, Any]], str]
+    ) -> None:
+        """``bad``: offending tokens or lines (with ``__line``), in file order."""
+        if bad.height == 0:
+            return
+        if self.policy == "error":
+            raise DataError(message(bad.row(0, named=True)) + self.hint)
+        self.found.append(bad.select(_LINE, pl.lit(reason).alias("reason")))
+
+    def drop(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` without the rows of bad lines."""
+        if not self.found:
+            return frame
+        return frame.filter(~pl.col(_LINE).is_in(pl.concat(self.found)[_LINE].implode()))
+
+    def table(self, lines: pl.DataFrame) -> pl.DataFrame:
+        """The bad lines, one row each (its first reason) with the line's text."""
+        if not self.found:
+            return no_bad_rows()
+        found = pl.concat(self.found).unique(_LINE, keep="first", maintain_order=True)
+        found = found.join(lines.select(_LINE, _TEXT), on=_LINE, how="left")
+        return bad_rows(found[_LINE], found["reason"], None, found[_TEXT])
+
+
 # ----------------------------------------------------------------------------- lines, tokens
 def _read_lines(path: Path) -> pl.DataFrame:
-    """Non-blank lines with their 1-based line number and their whitespace-separated tokens."""
+    """Non-blank lines: 1-based line number, text and whitespace-separated tokens."""
     if not path.is_file():
         raise DataError(f"libsvm file {str(path)!r} not found; check data.train/valid/test")
     try:
         raw = pl.read_lines(path, row_index_name=_LINE, row_index_offset=1, glob=False)
     except pl.exceptions.ComputeError as exc:
-        raise DataError(f"cannot read {path} as UTF-8 text: {exc}") from None
+        raise NotUtf8Error(f"cannot read {path} as UTF-8 text: {exc}") from None
     # Splitting on " " is 3x faster than a regex; use it when every space is a single separator.
     irregular = raw["line"].str.contains(r"[^\S ]|  |^ | $").any()
     split = pl.col("line").str.extract_all(r"\S+") if irregular else pl.col("line").str.split(" ")
     lines = (
         raw.filter(pl.col("line") != "")
-        .select(_LINE, split.alias("tokens"))
+        .select(_LINE, pl.col("line").alias(_TEXT), split.alias("tokens"))
         .filter(pl.col("tokens").list.len() > 0)
     )
     if lines.height == 0:
@@ -138,23 +211,43 @@ def _read_lines(path: Path) -> pl.DataFrame:
     return lines.with_row_index(_ROW)
 
 
-def _parse_labels(lines: pl.DataFrame, path: Path) -> pl.DataFrame:
+def _parse_labels(
+    lines: pl.DataFrame, path: Path, label_map: Mapping[str, int] | None, bad: _BadLines
+) -> pl.DataFrame:
     """The first token of each line as a 0/1 Float64 ``label``; -1 (libFM negatives) -> 0."""
-    parsed = lines.select(_ROW, _LINE, pl.col("tokens").list.first().alias("token")).with_columns(
-        pl.col("token").cast(pl.Float64, strict=False).alias(_LABEL)
-    )
-    bad = parsed.filter(~pl.col(_LABEL).is_in([-1.0, 0.0, 1.0]).fill_null(False))
-    if bad.height:
-        row = bad.row(0, named=True)
-        problem = "is not a number" if row[_LABEL] is None else "is not a binary label"
-        raise DataError(
-            f"label {row['token']!r} on line {row[_LINE]} of {path} {problem}; expected 1, 0 "
-            "or -1 as the first token of each line (`label idx:val ...`); fix or drop the line"
-        )
-    return parsed.select(_ROW, pl.col(_LABEL).clip(lower_bound=0.0))
+    token = pl.col("tokens").list.first()
+    if label_map is None:
+        value = token.cast(pl.Float64, strict=False)
+        parsed = lines.select(_ROW, _LINE, token.alias("token"), value.alias(_LABEL))
+        wrong = parsed.filter(~pl.col(_LABEL).is_in([-1.0, 0.0, 1.0]).fill_null(False))
+
+        def message(row: dict[str, Any]) -> str:
+            problem = "is not a number" if row[_LABEL] is None else "is not a binary label"
+            return (
+                f"label {row['token']!r} on line {row[_LINE]} of {path} {problem}; expected 1, "
+                "0 or -1 as the first token of each line (`label idx:val ...`), or map the "
+                "labels with data.label_map; fix or drop the line"
+            )
+    else:
+        value = token.replace_strict(
+            list(label_map), [float(v) for v in label_map.values()], default=None,
+            return_dtype=pl.Float64,
+        )  # fmt: skip
+        parsed = lines.select(_ROW, _LINE, token.alias("token"), value.alias(_LABEL))
+        wrong = parsed.filter(pl.col(_LABEL).is_null())
+        known = sorted(label_map)
+
+        def message(row: dict[str, Any]) -> str:
+            return (
+                f"label {row['token']!r} on line {row[_LINE]} of {path} is not in "
+                f"data.label_map (it maps {known}); add it there, or fix or drop the line"
+            )
+
+    bad.report(wrong, "bad_label", message)
+    return parsed.select(_ROW, _LINE, pl.col(_LABEL).clip(lower_bound=0.0))
 
 
-def _parse_tokens(lines: pl.DataFrame, path: Path, ffm: bool) -> pl.DataFrame:
+def _parse_tokens(lines: pl.DataFrame, path: Path, ffm: bool, bad: _BadLines) -> pl.DataFrame:
     """One row per ``idx:val`` token: row, line, token, idx (Int64), value, [ffm_field]."""
     pattern = _FFM_TOKEN_PATTERN if ffm else _TOKEN_PATTERN
     tokens = (
@@ -164,38 +257,42 @@ def _parse_tokens(lines: pl.DataFrame, path: Path, ffm: bool) -> pl.DataFrame:
         .with_columns(pl.col("token").str.extract_groups(pattern).alias("parts"))
         .unnest("parts")
     )
-    malformed = tokens.filter(pl.col("idx").is_null())
-    if malformed.height:
-        line_no, token = malformed.row(0)[1:3]
-        expected = "field:idx:val" if ffm else "idx:val"
-        hint = (
-            "libFFM lines are `label field:idx:val ...`"
-            if ffm
-            else "for libFFM files (`field:idx:val`) set data.format: libffm"
-        )
-        raise DataError(
-            f"token {token!r} on line {line_no} of {path} is not `{expected}`; expected "
-            f"non-negative integer indices and a numeric value such as `42:1`; {hint}"
-        )
-    return _cast_numbers(tokens, path, ffm)
+    expected = "field:idx:val" if ffm else "idx:val"
+    hint = (
+        "libFFM lines are `label field:idx:val ...`"
+        if ffm
+        else "for libFFM files (`field:idx:val`) set data.format: libffm"
+    )
+    bad.report(
+        tokens.filter(pl.col("idx").is_null()),
+        "bad_token",
+        lambda row: (
+            f"token {row['token']!r} on line {row[_LINE]} of {path} is not `{expected}`; "
+            "expected non-negative integer indices and a numeric value such as `42:1`; "
+            f"{hint}"
+        ),
+    )
+    return _cast_numbers(tokens.filter(pl.col("idx").is_not_null()), path, ffm, bad)
 
 
-def _cast_numbers(tokens: pl.DataFrame, path: Path, ffm: bool) -> pl.DataFrame:
-    """Cast the regex groups to numbers; raise on a non-numeric value or a huge index."""
+def _cast_numbers(tokens: pl.DataFrame, path: Path, ffm: bool, bad: _BadLines) -> pl.DataFrame:
+    """Cast the regex groups to numbers; report a non-numeric value or a huge index."""
     int_columns = ["field", "idx"] if ffm else ["idx"]
     parsed = tokens.with_columns(
         pl.col(int_columns).cast(pl.Int64, strict=False),
         pl.col("val").cast(pl.Float64, strict=False).alias("value"),
     )
-    bad = parsed.filter(pl.any_horizontal(pl.col([*int_columns, "value"]).is_null()))
-    if bad.height:
-        row = bad.row(0, named=True)
-        raise DataError(
+    unparsed = pl.any_horizontal(pl.col([*int_columns, "value"]).is_null())
+    bad.report(
+        parsed.filter(unparsed),
+        "not_a_number",
+        lambda row: (
             f"token {row['token']!r} on line {row[_LINE]} of {path} does not hold numbers; "
             f"expected an integer index below 2^63 and a numeric value (got {row['val']!r}), "
             "as in `42:1` or `42:0.5`; fix the token"
-        )
-    return parsed.drop("val")
+        ),
+    )
+    return parsed.filter(~unparsed).drop("val")
 
 
 # ----------------------------------------------------------------------------- fields
@@ -228,20 +325,22 @@ def _index_table(options: LibsvmOptions, path: Path) -> _IndexTable:
 
 
 def _lookup_fields(
-    entries: pl.DataFrame, table: _IndexTable, path: Path
+    entries: pl.DataFrame, table: _IndexTable, path: Path, bad: _BadLines
 ) -> tuple[list[str], np.ndarray]:
-    """Field names (ordered by their smallest index) and, per token, its field's code."""
+    """Field names (ordered by their smallest index) and, per token, its field's code (that
+    of the first field for an index in no field: its line is reported to ``bad``)."""
     idx = entries["idx"].to_numpy()
     slot = np.searchsorted(table.starts, idx, side="right") - 1
     covered = (slot >= 0) & (idx < table.ends[np.maximum(slot, 0)])
-    if not covered.all():
-        first = int(np.flatnonzero(~covered)[0])
-        line_no = entries[_LINE][first]
-        raise DataError(f"index {idx[first]} on line {line_no} of {path} {table.fix}")
+    bad.report(
+        entries.filter(pl.Series(~covered)),
+        "unknown_field",
+        lambda row: f"index {row['idx']} on line {row[_LINE]} of {path} {table.fix}",
+    )
     field_names = list(dict.fromkeys(table.names))
     code_of_name = {name: code for code, name in enumerate(field_names)}
     slot_codes = np.array([code_of_name[name] for name in table.names], dtype=np.int32)
-    return field_names, slot_codes[slot]
+    return field_names, slot_codes[np.maximum(slot, 0)]
 
 
 def _range_table(options: LibsvmOptions) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -287,7 +386,11 @@ def _map_table(field_map: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def _ffm_fields(
-    entries: pl.DataFrame, options: LibsvmOptions, path: Path, features: Sequence[Feature]
+    entries: pl.DataFrame,
+    options: LibsvmOptions,
+    path: Path,
+    features: Sequence[Feature],
+    bad: _BadLines,
 ) -> tuple[list[str], np.ndarray]:
     """Field names (``field_names`` or ``f0, f1, ...``) and each token's field number.
 
@@ -302,24 +405,40 @@ def _ffm_fields(
     num_names = len(options.field_names)
     if len(set(options.field_names)) < num_names:
         raise ConfigError(f"data.libsvm.field_names must be unique, got {options.field_names}")
-    unnamed = np.flatnonzero(codes >= num_names)
-    if len(unnamed):
-        first = int(unnamed[0])
-        raise DataError(
-            f"field {codes[first]} in token {entries['token'][first]!r} on line "
-            f"{entries[_LINE][first]} of {path} has no name: data.libsvm.field_names lists "
-            f"{num_names} names (fields 0..{num_names - 1}); add names for the missing fields"
-        )
+    bad.report(
+        entries.filter(pl.Series(codes >= num_names)),
+        "unknown_field",
+        lambda row: (
+            f"field {row['field']} in token {row['token']!r} on line {row[_LINE]} of {path} "
+            f"has no name: data.libsvm.field_names lists {num_names} names (fields "
+            f"0..{num_names - 1}); add names for the missing fields"
+        ),
+    )
     return list(options.field_names), codes
 
 
 # ----------------------------------------------------------------------------- rows
+def _check_repeated_numbers(
+    entries: pl.DataFrame, field_names: list[str], kinds: _FieldKinds, path: Path, bad: _BadLines
+) -> None:
+    """Report the lines holding several indices of one numeric field."""
+    numeric_codes = [code for code, name in enumerate(field_names) if name in kinds.numeric]
+    numbers = entries.filter(pl.col("field").is_in(numeric_codes))
+    if not _has_repeats(numbers, len(field_names)):
+        return
+    bad.report(
+        numbers.filter(pl.struct(_ROW, "field").is_duplicated()),
+        "repeated_field",
+        lambda row: (
+            f"numeric field {field_names[row['field']]!r} has several indices on line "
+            f"{row[_LINE]} of {path} (token {row['token']!r} is one); expected one "
+            "`idx:val` per numeric field; declare the field categorical or sequence instead"
+        ),
+    )
+
+
 def _assemble(
-    labels: pl.DataFrame,
-    entries: pl.DataFrame,
-    field_names: list[str],
-    kinds: _FieldKinds,
-    path: Path,
+    labels: pl.DataFrame, entries: pl.DataFrame, field_names: list[str], kinds: _FieldKinds
 ) -> pl.DataFrame:
     """Pivot the tokens back to one row per line: the label, then one column per field."""
     numeric_codes = [code for code, name in enumerate(field_names) if name in kinds.numeric]
@@ -331,8 +450,6 @@ def _assemble(
     if _has_repeats(strings, len(field_names)):
         strings = _join_repeats(strings, field_names, kinds)
     numbers = entries.filter(is_numeric)
-    if _has_repeats(numbers, len(field_names)):
-        _raise_repeated_number(numbers, field_names, path)
     table = labels
     for part, codes in ((strings, other_codes), (numbers, numeric_codes)):
         if codes:
@@ -367,13 +484,3 @@ def _has_repeats(entries: pl.DataFrame, num_fields: int) -> bool:
     keys = entries[_ROW].to_numpy().astype(np.int64) * num_fields + entries["field"].to_numpy()
     keys.sort()
     return bool((keys[1:] == keys[:-1]).any())
-
-
-def _raise_repeated_number(numbers: pl.DataFrame, field_names: list[str], path: Path) -> None:
-    """Raise naming the first line with several indices of one numeric field."""
-    row = numbers.filter(pl.struct(_ROW, "field").is_duplicated()).row(0, named=True)
-    raise DataError(
-        f"numeric field {field_names[row['field']]!r} has several indices on line "
-        f"{row[_LINE]} of {path} (token {row['token']!r} is one); expected one "
-        "`idx:val` per numeric field; declare the field categorical or sequence instead"
-    )

@@ -3,33 +3,72 @@
 Only the columns the config uses are read (the label and ``data.group`` only when labels are
 required, i.e. not when scoring). Categorical and sequence columns keep the file's dtype (the
 FeatureProcessor turns every dtype into the same tokens), numeric columns come back as Float64,
-the label as Float64 0/1. Every problem is reported with the file, the line (CSV/TSV) or row
-(Parquet, libsvm) and the column, and how to fix it.
+the label as Float64 0/1 (through ``data.label_map`` when set). Text files may be gzip or zstd
+compressed (recognised by their first bytes; Polars decompresses them).
 
-CSV/TSV lines must all hold as many fields as the header (or ``data.columns``). Polars would
-silently fill a short line with nulls and skip the extra fields of a long one when it reads
-only some columns, so one vectorised pass over the lines counts the separators first (about a
-third of the reading time); a file with quoted fields spanning several lines is checked with
-Python's ``csv`` module instead (slower, exact). A blank line counts as a line with no fields.
+Bad rows follow ``data.on_bad_rows`` (see :mod:`finalmlp.data.badrows`): lines with the wrong
+number of fields (:mod:`finalmlp.data.csvlines`), blank lines, repeated header lines, lines that
+are not UTF-8, numbers that do not parse or are NaN/inf, empty or unknown labels, malformed
+libsvm lines. ``error`` names the file, the line (CSV/TSV/libsvm) or row (Parquet) and the
+column, and how to fix it. A clean file takes the fast path: one streamed pass over the lines,
+one Polars read, vectorised value checks; only a file with bad lines is copied without them (to
+a temporary file) and read again. Scoring (``require_label=False``) always stops at the first
+bad row, and keeps NaN/inf as missing values, as the server does.
 """
 
 from __future__ import annotations
 
-import csv
 import re
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
+import numpy as np
 import polars as pl
 
-from finalmlp.columns import parse_floats
+from finalmlp.data.badrows import (
+    BAD_ROWS_HINT,
+    BadRowReport,
+    Policy,
+    bad_rows,
+    no_bad_rows,
+    settle,
+)
+from finalmlp.data.csvlines import (
+    CsvStructure,
+    check_field_counts,
+    raise_structure,
+    scan_records,
+    scan_structure,
+)
+from finalmlp.data.textlines import (
+    LineMap,
+    NotUtf8Error,
+    RowPlaces,
+    Utf8Problem,
+    copy_valid_utf8,
+    copy_without_lines,
+    first_line,
+    record_text,
+)
+from finalmlp.data.values import LABEL_VALUES, apply_checks, parse_values
 from finalmlp.errors import DataError, SchemaError
-from finalmlp.schema import DataConfig, NumericFeature
+from finalmlp.schema import DataConfig, LibsvmOptions
 
-LABEL_VALUES = {0.0, 1.0}
-_QUOTE = '"'  # Polars' default quote character, used by both CSV readers here
+__all__ = ["LABEL_VALUES", "ReadResult", "read_file", "read_table"]
+
 _DUPLICATE = re.compile(r"^(?P<base>.+)_duplicated_\d+$")  # Polars' name for a repeated header
+_LIBSVM = ("libsvm", "libffm")
+_check_field_counts = check_field_counts  # the batch scorer checks its CSV chunks with it
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """The frame read and the report of the bad rows left out of it."""
+
+    frame: pl.DataFrame
+    bad_rows: BadRowReport
 
 
 def read_file(path: Path, config: DataConfig, *, require_label: bool = True) -> pl.DataFrame:
@@ -37,25 +76,42 @@ def read_file(path: Path, config: DataConfig, *, require_label: bool = True) -> 
 
     Args:
         path: the file (CSV/TSV/Parquet/libsvm/libFFM, per ``config.format``).
-        config: the data config (format, columns, label, group, features).
+        config: the data config (format, columns, label, group, features, on_bad_rows).
         require_label: False when scoring: the label (and group) columns are then neither
             needed nor read, so a file whose label is blank or not 0/1 can be scored.
 
     Raises:
-        DataError: unreadable, empty, ragged, or unparsable values (file, line, column named).
+        DataError: unreadable, empty, ragged, or unparsable values (file, line, column named);
+            with ``on_bad_rows`` skip/quarantine, only when no good row is left.
         SchemaError: a column the config needs is not in the file.
+    """
+    return read_table(path, config, require_label=require_label).frame
+
+
+def read_table(path: Path, config: DataConfig, *, require_label: bool = True) -> ReadResult:
+    """:func:`read_file`, also returning what was done with the bad rows.
+
+    With ``skip``/``quarantine`` a :class:`~finalmlp.data.badrows.BadRowsWarning` says how many
+    rows were left out and why; ``quarantine`` writes them to the side file.
     """
     path = Path(path)
     _check_is_file(path)
-    wanted = _wanted_columns(config, require_label)
-    frame = _read_columns(path, config, wanted)
+    policy: Policy = config.on_bad_rows if require_label else "error"
+    hint = BAD_ROWS_HINT if require_label else ""
+    with tempfile.TemporaryDirectory(prefix="finalmlp-read-") as scratch:
+        table = _read_columns(path, config, _wanted_columns(config, require_label), policy, hint,
+                              Path(scratch))  # fmt: skip
+        if table.frame.height == 0 and table.bad.height == 0:
+            raise DataError(f"{path} has no data rows")
+        frame, bad = _check_values(table, config, require_label, policy, hint)
+    report = settle(path, config, policy, bad)
     if frame.height == 0:
-        raise DataError(f"{path} has no data rows")
-    locate = _locator(path, config)
-    frame = _parse_numeric(frame, config, locate)
-    if require_label:
-        frame = frame.with_columns(_parse_label(path, frame[config.label], locate))
-    return frame
+        raise DataError(
+            f"no good row is left in {path}: all {report.total:,} rows are bad "
+            f"({report.summary().split(': ', 1)[1]}); fix the file, or check data.format, "
+            "data.separator, data.columns and data.label_map"
+        )
+    return ReadResult(frame, report)
 
 
 def _check_is_file(path: Path) -> None:
@@ -70,26 +126,31 @@ def _check_is_file(path: Path) -> None:
         raise DataError(f"{path} is empty; expected a header and data rows")
 
 
-def _read_columns(path: Path, config: DataConfig, wanted: list[str]) -> pl.DataFrame:
+# ----------------------------------------------------------------------------- tables
+@dataclass(frozen=True)
+class _Table:
+    """The columns read, where their rows are, and the rows already left out."""
+
+    frame: pl.DataFrame
+    places: RowPlaces
+    bad: pl.DataFrame
+
+
+def _read_columns(
+    path: Path, config: DataConfig, wanted: list[str], policy: Policy, hint: str, scratch: Path
+) -> _Table:
     """The ``wanted`` columns of the file, in that order; raises if one is missing."""
     fmt = config.format
     try:
         if fmt in ("csv", "tsv"):
-            return _read_csv(path, config, wanted)
+            return _read_csv(path, config, wanted, policy, hint, scratch)
         if fmt == "parquet":
             available = list(pl.read_parquet_schema(path))
             _check_present(path, available, wanted, config)
-            return pl.read_parquet(path, columns=wanted)
-        if fmt in ("libsvm", "libffm"):
-            from finalmlp.data.libsvm import read_libsvm
-            from finalmlp.schema import LibsvmOptions
-
-            options = config.libsvm or LibsvmOptions()
-            frame = read_libsvm(
-                path, options, label=config.label, features=config.features, ffm=fmt == "libffm"
-            )
-            _check_present(path, frame.columns, wanted, config)
-            return frame.select(wanted)
+            frame = pl.read_parquet(path, columns=wanted)
+            return _Table(frame, RowPlaces(path, noun="row"), no_bad_rows())
+        if fmt in _LIBSVM:
+            return _read_libsvm(path, config, wanted, policy, hint, scratch)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"cannot read {path} as {fmt}: {_first_line(exc)}") from None
     raise DataError(f"format {fmt!r} cannot be read from a file ({path})")
@@ -100,15 +161,110 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# ----------------------------------------------------------------------------- UTF-8
+def _valid_utf8(
+    path: Path,
+    policy: Policy,
+    hint: str,
+    scratch: Path,
+    column_of: Callable[[Utf8Problem], str | None],
+    has_header: bool = False,
+) -> tuple[Path, LineMap, pl.DataFrame]:
+    """A copy of ``path`` without its lines that are not UTF-8, where it maps back, and those
+    lines as bad rows; raises on the first such line with ``error`` (or in the header)."""
+    target = None if policy == "error" else scratch / "utf8.txt"
+    problems = copy_valid_utf8(path, target)
+    if not problems:  # Polars disagreed with Python's decoder: report Polars' refusal
+        raise DataError(f"cannot read {path} as UTF-8; re-encode the file as UTF-8")
+    first = problems[0]
+    if target is None or (has_header and first.line == 1):
+        column = column_of(first)
+        where = f" in column {column!r}" if column is not None else ""
+        raise DataError(
+            f"cannot read line {first.line:,} of {path} as UTF-8: byte "
+            f"0x{first.raw[first.offset]:02x} at position {first.offset + 1}{where}; re-encode "
+            f"the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`){'' if first.line == 1 else hint}"
+        )
+    removed = np.array([p.line for p in problems], dtype=np.int64)
+    bad = bad_rows(
+        removed.tolist(), "not_utf8", [column_of(p) for p in problems], [p.text for p in problems]
+    )
+    return target, LineMap(removed), bad
+
+
+def _csv_column(header: list[str], separator: str) -> Callable[[Utf8Problem], str | None]:
+    """The column holding a problem's first bad byte (counting separators before it)."""
+    sep = separator.encode("utf-8")
+
+    def column_of(problem: Utf8Problem) -> str | None:
+        index = problem.raw[: problem.offset].count(sep)
+        return header[index] if index < len(header) else None
+
+    return column_of
+
+
 # ----------------------------------------------------------------------------- CSV / TSV
-def _read_csv(path: Path, config: DataConfig, wanted: list[str]) -> pl.DataFrame:
+def _read_csv(
+    path: Path, config: DataConfig, wanted: list[str], policy: Policy, hint: str, scratch: Path
+) -> _Table:
     separator = config.separator or ("\t" if config.format == "tsv" else ",")
     header = _csv_header(path, config, separator)
     _check_present(path, header, wanted, config)
-    _check_field_counts(path, separator, len(header), config.has_header)
+    header_line = _header_text(path) if config.has_header else None
+
+    def scan(text: Path) -> CsvStructure:
+        return scan_structure(
+            text, separator, len(header), config.has_header, header_line, policy == "error"
+        )
+
+    text, utf8, bad = path, LineMap(), no_bad_rows()
+    try:
+        structure = scan(path)
+    except NotUtf8Error:
+        column_of = _csv_column(header, separator)
+        text, utf8, bad = _valid_utf8(path, policy, hint, scratch, column_of, config.has_header)
+        structure = scan(text)
+    source, copy = text, LineMap()
+    found = structure.bad
+    if found.height:
+        if policy == "error":
+            raise_structure(path, found.row(0, named=True), len(header), hint)
+        source, copy = scratch / "rows.csv", _copy_without(text, found, scratch / "rows.csv")
+        raw = found["raw"]
+        if policy == "quarantine" and raw.null_count():
+            raw = pl.Series(
+                record_text(text, found["line"].to_numpy(), found["last_line"].to_numpy())
+            )
+        lines = utf8.original(found["line"].to_numpy())
+        bad = pl.concat([bad, bad_rows(lines.tolist(), found["reason"], None, raw)])
+    records = structure.records
+    places = RowPlaces(
+        path,
+        first=2 if config.has_header else 1,
+        lines=None if records is None else records[:, 0],
+        last_lines=None if records is None else records[:, 1],
+        copy=copy,
+        text=text,
+        utf8=utf8,
+    )
+    frame = _polars_csv(source, config, separator, header, wanted)
+    return _Table(frame, places, bad)
+
+
+def _copy_without(text: Path, found: pl.DataFrame, target: Path) -> LineMap:
+    starts, ends = found["line"].to_numpy(), found["last_line"].to_numpy()
+    if (starts == ends).all():  # no quoted field spans lines: one line per record
+        return copy_without_lines(text, target, starts)
+    removed = np.concatenate([np.arange(s, e + 1) for s, e in zip(starts, ends, strict=True)])
+    return copy_without_lines(text, target, removed)
+
+
+def _polars_csv(
+    source: Path, config: DataConfig, separator: str, header: list[str], wanted: list[str]
+) -> pl.DataFrame:
     try:
         frame = pl.read_csv(
-            path,
+            source,
             separator=separator,
             has_header=config.has_header,
             columns=[header.index(c) for c in wanted],
@@ -117,16 +273,21 @@ def _read_csv(path: Path, config: DataConfig, wanted: list[str]) -> pl.DataFrame
         )
     except pl.exceptions.ComputeError as exc:
         if "found more fields" in str(exc):  # the counts above missed it: locate it exactly
-            _raise_ragged(path, _scan_records(path, separator, len(header), config.has_header))
+            found = scan_records(source, separator, len(header), config.has_header, None, True)
+            if found.bad.height:
+                raise_structure(source, found.bad.row(0, named=True), len(header))
         raise
     return frame.rename(dict(zip(frame.columns, wanted, strict=True)))
 
 
 def _csv_header(path: Path, config: DataConfig, separator: str) -> list[str]:
     """Column names: the header line, or ``data.columns`` checked against the first line."""
-    first = pl.read_csv(
-        path, separator=separator, has_header=config.has_header, n_rows=0, infer_schema=False
-    )
+    try:
+        first = pl.read_csv(
+            path, separator=separator, has_header=config.has_header, n_rows=0, infer_schema=False
+        )
+    except pl.exceptions.NoDataError:  # a compressed empty file
+        raise DataError(f"{path} is empty; expected a header and data rows") from None
     if config.has_header:
         for name in first.columns:
             match = _DUPLICATE.match(name)
@@ -145,78 +306,39 @@ def _csv_header(path: Path, config: DataConfig, separator: str) -> list[str]:
     return names  # unique: checked by DataConfig
 
 
-def _check_field_counts(path: Path, separator: str, expected: int, has_header: bool) -> None:
-    """Raise on the first line whose number of fields differs from ``expected``.
+def _header_text(path: Path) -> str:
+    """The header line as text (a repeated header is a line equal to it)."""
+    return first_line(path).decode("utf-8", errors="replace").removeprefix("\ufeff")
 
-    Counts separators per line with Polars (streamed); a line with quotes has its quoted parts
-    removed first, and an odd number of quotes (a field spanning lines) hands the whole check
-    to Python's csv module.
-    """
-    line = pl.col("line").str.strip_suffix("\r")
-    fields = line.str.count_matches(separator, literal=True) + 1
-    quoted = line.str.contains(_QUOTE, literal=True)
-    blank = line == "" if expected > 1 else pl.lit(False)  # one column: a blank is a value
-    unquoted = line.str.replace_all(f"{_QUOTE}[^{_QUOTE}]*{_QUOTE}", "")
-    suspects = (
-        pl.scan_lines(path, row_index_name="number", row_index_offset=1)
-        .filter(pl.col("number") > int(has_header))
-        .with_columns(fields=fields, quoted=quoted, blank=blank)
-        .filter((pl.col("fields") != expected) | pl.col("quoted") | pl.col("blank"))
-        .with_columns(  # on the few suspect lines only: drop the quoted parts, count again
-            fields=pl.when(pl.col("blank"))
-            .then(0)
-            .when(pl.col("quoted"))
-            .then(unquoted.str.count_matches(separator, literal=True) + 1)
-            .otherwise(pl.col("fields")),
-            odd_quotes=line.str.count_matches(_QUOTE, literal=True) % 2 == 1,
+
+# ----------------------------------------------------------------------------- libsvm
+def _read_libsvm(
+    path: Path, config: DataConfig, wanted: list[str], policy: Policy, hint: str, scratch: Path
+) -> _Table:
+    from finalmlp.data.libsvm import LibsvmTable, read_libsvm_table
+
+    def read(text: Path) -> LibsvmTable:
+        return read_libsvm_table(
+            text,
+            config.libsvm or LibsvmOptions(),
+            label=config.label,
+            features=config.features,
+            ffm=config.format == "libffm",
+            label_map=config.label_map,
+            policy=policy,
+            hint=hint,
         )
-        .filter((pl.col("fields") != expected) | pl.col("odd_quotes"))
-        .head(1)
-        .collect(engine="streaming")  # memory bounded by a chunk of lines, not the file
-    )
-    if suspects.height == 0:
-        return
-    if suspects["odd_quotes"][0]:
-        found = _scan_records(path, separator, expected, has_header)
-        if found is not None:
-            _raise_ragged(path, found)
-        return
-    _raise_ragged(path, (int(suspects["number"][0]), int(suspects["fields"][0]), expected))
 
-
-def _scan_records(
-    path: Path, separator: str, expected: int, has_header: bool
-) -> tuple[int, int, int] | None:
-    """(line, fields, expected) of the first CSV record with another field count, or None.
-
-    Streams the file with Python's csv module (handles quoted fields spanning lines) and stops
-    at the first offending record; the line is where that record starts.
-    """
+    text, utf8, bad = path, LineMap(), no_bad_rows()
     try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-            reader = csv.reader(handle, delimiter=separator, quotechar=_QUOTE)
-            start = 1
-            for record in reader:
-                blank_value = expected == 1 and not record
-                if not (has_header and start == 1) and len(record) != expected and not blank_value:
-                    return start, len(record), expected
-                start = reader.line_num + 1
-    except csv.Error:
-        return None
-    return None
-
-
-def _raise_ragged(path: Path, found: tuple[int, int, int] | None) -> NoReturn:
-    if found is None:
-        raise DataError(
-            f"cannot read {path}: some line has more fields than the header; "
-            "fix the line or remove it"
-        )
-    line, fields, expected = found
-    what = "is blank" if fields == 0 else f"has {fields} fields"
-    raise DataError(
-        f"line {line:,} of {path} {what}, expected {expected}; fix the line or remove it"
-    )
+        table = read(path)
+    except NotUtf8Error:
+        text, utf8, bad = _valid_utf8(path, policy, hint, scratch, lambda _: None)
+        table = read(text)
+    _check_present(path, table.frame.columns, wanted, config)
+    found = table.bad.with_columns(pl.Series("line", utf8.original(table.bad["line"].to_numpy())))
+    places = RowPlaces(path, lines=table.lines, text=text, utf8=utf8)
+    return _Table(table.frame.select(wanted), places, pl.concat([bad, found]))
 
 
 # ----------------------------------------------------------------------------- columns
@@ -253,39 +375,13 @@ def _check_present(path: Path, available: list[str], wanted: list[str], config: 
 
 
 # ----------------------------------------------------------------------------- values
-def _locator(path: Path, config: DataConfig) -> Callable[[int], str]:
-    """Row index (0-based, among data rows) -> where it is in the file, for messages."""
-    if config.format in ("csv", "tsv"):
-        # Every line is one row (blank and ragged lines are rejected above) unless a quoted
-        # field spans lines, the one case where this line number is an estimate.
-        first = 2 if config.has_header else 1
-        return lambda row: f"line {row + first:,} of {path}"
-    return lambda row: f"row {row + 1:,} of {path}"
-
-
-def _parse_numeric(
-    frame: pl.DataFrame, config: DataConfig, locate: Callable[[int], str]
-) -> pl.DataFrame:
-    numeric = {f.column for f in config.features if isinstance(f, NumericFeature)}
-    for column in numeric:
-        frame = frame.with_columns(parse_floats(frame[column], "numeric", locate))
-    return frame
-
-
-def _parse_label(path: Path, raw: pl.Series, locate: Callable[[int], str]) -> pl.Series:
-    values = parse_floats(raw, "a 0/1 label", locate)
-    if values.null_count():
-        row = int(values.is_null().arg_max() or 0)
-        raise DataError(
-            f"label column {raw.name!r} is empty on {locate(row)}; every training row needs "
-            "a 0/1 label"
-        )
-    values = values.replace(-1.0, 0.0)  # libFM convention: -1/1
-    bad = ~values.is_in(list(LABEL_VALUES))
-    if bad.any():
-        row = int(bad.arg_max() or 0)
-        raise DataError(
-            f"label column {raw.name!r} must hold 0/1 (or -1/1), got {raw[row]!r} on "
-            f"{locate(row)}; binarize the label first"
-        )
-    return values
+def _check_values(
+    table: _Table, config: DataConfig, require_label: bool, policy: Policy, hint: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse numbers and labels; raise on the first bad value, or drop the rows holding one."""
+    label = require_label and config.format not in _LIBSVM  # libsvm labels: parsed when read
+    frame, checks = parse_values(table.frame, config, label=label, finite=require_label)
+    if not checks:
+        return frame, table.bad
+    frame, found = apply_checks(table.frame, frame, checks, table.places, policy, hint)
+    return frame, pl.concat([table.bad, found])

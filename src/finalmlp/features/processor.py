@@ -185,7 +185,8 @@ class FeatureProcessor:
             x = (x - stats["min"]) / ((stats["max"] - stats["min"]) or 1.0)
         elif feat.transform == "log":
             x = np.sign(x) * np.log1p(np.abs(x))
-        return x.astype(np.float32)
+        limit = np.finfo(np.float32).max  # a finite float64 beyond it would become inf
+        return np.clip(x, -limit, limit).astype(np.float32)
 
     # ------------------------------------------------------------------ layout and state
     @property
