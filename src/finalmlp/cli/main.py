@@ -69,6 +69,9 @@ def train(
     ),
     seed: Annotated[int | None, typer.Option(help="Override train.seed.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live bar.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
+    ] = False,
 ) -> None:
     """Train a model from raw data and write the run directory (config, processor, weights,
     metrics)."""
@@ -83,7 +86,7 @@ def train(
         updates["progress"] = False
     if updates:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=updates)})
-    metrics = train_from_config(cfg, out_dir)
+    metrics = train_from_config(cfg, out_dir, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         _print_summary(metrics, out_dir)
 
