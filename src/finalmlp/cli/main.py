@@ -135,13 +135,136 @@ def evaluate(
 @user_errors
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `finalmlp train`.")],
-    input_file: Annotated[Path, typer.Option("--input", help="Rows to score (CSV/Parquet).")],
-    output_file: Annotated[Path, typer.Option("--output", help="Scores, one per input row.")],
+    input_file: Annotated[
+        Path, typer.Option("--input", help="Rows to score (CSV/TSV/Parquet, any size).")
+    ],
+    output_file: Annotated[
+        Path, typer.Option("--output", help="Scores, one per input row (.csv/.tsv/.parquet).")
+    ],
+    id_columns: Annotated[
+        str, typer.Option("--id-columns", help="Input columns to copy before the score: a,b.")
+    ] = "",
+    backend: Annotated[
+        str, typer.Option(help="auto (the faster, measured), torch or onnx (ONNX Runtime).")
+    ] = "auto",
+    chunk_rows: Annotated[int, typer.Option(help="Rows read and scored at a time.")] = 100_000,
 ) -> None:
-    """Score a file: writes a `score` column (click probability), one row per input row."""
+    """Score a file in chunks: writes the id columns and a `score` column (click probability),
+    one row per input row, in input order."""
     from finalmlp.predict import predict_file
+    from finalmlp.serve.batch import check_backend
 
-    predict_file(run_dir, input_file, output_file)
+    ids = [name.strip() for name in id_columns.split(",") if name.strip()]
+    predict_file(
+        run_dir,
+        input_file,
+        output_file,
+        id_columns=ids,
+        backend=check_backend(backend),
+        chunk_rows=chunk_rows,
+    )
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `finalmlp train`.")],
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Write RUN_DIR/model.onnx (ids in, probability out).")
+    ] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset version (17 or later).")] = 18,
+) -> None:
+    """Export the run's model for other runtimes (ONNX), checked against PyTorch's scores."""
+    from finalmlp.errors import ConfigError
+    from finalmlp.serve.onnx import export_onnx
+
+    if not onnx:
+        raise ConfigError("choose an export format: --onnx (the only one so far)")
+    if opset < 17:
+        raise ConfigError(f"--opset must be 17 or later, got {opset}")
+    result = export_onnx(run_dir, opset=opset)
+    out.print(
+        f"wrote {result.path} ({result.exporter} exporter, opset {opset}, "
+        f"max |ONNX Runtime - PyTorch| {result.max_abs_diff:.1e}) in {result.seconds:.1f} s"
+    )
+
+
+@app.command()
+@user_errors
+def serve(
+    bundle: Annotated[
+        Path | None, typer.Argument(help="Run directory to serve (omit when giving --arm).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service to the network.")
+    ] = "127.0.0.1",
+    arm: Annotated[
+        list[str] | None,
+        typer.Option("--arm", help="A/B arm NAME=DIR:WEIGHT; repeat for each arm."),
+    ] = None,
+    ab_log: Annotated[
+        Path | None, typer.Option(help="Append-only JSONL log of impressions and feedback.")
+    ] = None,
+    unknown_fields: Annotated[
+        str, typer.Option(help="A record field the model does not use: reject or ignore.")
+    ] = "reject",
+    max_batch: Annotated[int, typer.Option(help="Most records per request.")] = 1024,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 8 * 1024 * 1024,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="FINALMLP_API_KEY", help="Require header X-API-Key with this value."),
+    ] = None,
+    key_field: Annotated[
+        str | None, typer.Option(help="Record field used as sticky A/B key (e.g. user).")
+    ] = None,
+    micro_batch: Annotated[bool, typer.Option(help="Score concurrent requests together.")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Model calls in flight; requests batch while all are busy.")
+    ] = 2,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Torch threads per model call (1: best latency).")
+    ] = 1,
+) -> None:
+    """Serve click probabilities over HTTP (FastAPI): /v1/predict, A/B arms, /metrics.
+    SIGHUP (or POST /v1/admin/reload) reloads the bundles with no failed requests."""
+    import torch
+    import uvicorn
+    from pydantic import ValidationError
+
+    from finalmlp.config import format_validation_error
+    from finalmlp.errors import ConfigError
+    from finalmlp.serve.ab import Arm, parse_arm
+    from finalmlp.serve.app import create_app, load_arms
+    from finalmlp.serve.settings import ServeSettings
+
+    if (bundle is None) == (not arm):
+        raise ConfigError("give one BUNDLE directory, or --arm NAME=DIR:WEIGHT for each arm")
+    arms = [parse_arm(spec) for spec in arm] if arm else [Arm("default", Path(str(bundle)))]
+    try:
+        settings = ServeSettings(
+            unknown_fields=unknown_fields,
+            max_batch=max_batch,
+            max_body_bytes=max_body_bytes,
+            api_key=api_key,
+            key_field=key_field,
+            ab_log=ab_log,
+            micro_batch=micro_batch,
+            micro_batch_workers=workers,
+            reload_on_sighup=True,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"serve options: {format_validation_error(exc)}") from None
+    torch.set_num_threads(threads)  # tiny batches: spinning worker threads only add latency
+    loaded = load_arms(arms, settings.unknown_fields)
+    for item in loaded:
+        slow = "" if item.rowwise else " (row-wise encoding off: slower small requests)"
+        err.print(f"arm {item.name} ({item.arm.weight:.0%}): {item.arm.path} {item.version}{slow}")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] listening on {host}, not only this machine")
+    err.print(f"serving on http://{host}:{port} (Ctrl-C stops, SIGHUP reloads)")
+    app = create_app(loaded, settings)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 @schema_app.command("infer")

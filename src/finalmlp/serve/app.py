@@ -1,0 +1,411 @@
+"""The HTTP scoring service: FastAPI over one or more bundles (A/B arms).
+
+::
+
+    POST /v1/predict        {"records": [{field: value}], "key": "user-7"}  -> predictions, arm
+    POST /v1/feedback       {"request_id": ..., "outcomes": [0, 1, ...]}    -> recorded
+    GET  /v1/ab             per-arm impressions, clicks, CTR, calibration, AUC, z-test
+    GET  /v1/model          per arm: version, schema fields, metrics
+    POST /v1/admin/reload   load every arm's bundle again and swap (SIGHUP does the same)
+    GET  /healthz, /metrics (Prometheus)
+
+Client mistakes always get a 4xx with ``{"detail": {"message": ...}}`` (and ``record``/
+``field`` for a record that cannot be scored); request data is never used as a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import random
+import signal
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
+
+from finalmlp.bundle import load_run
+from finalmlp.errors import ConfigError, DataError, FinalMLPError
+from finalmlp.serve.ab import ABLog, Arm, UnknownRequestError, choose_arm, normalize_arms
+from finalmlp.serve.metrics import MetricsMiddleware, ServiceMetrics
+from finalmlp.serve.microbatch import MicroBatcher
+from finalmlp.serve.rowwise import RowScorer
+from finalmlp.serve.scorer import RecordError, Scorer, UnknownFields
+from finalmlp.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+VERSION_CHARS = 12  # model_version: this many hex digits of the bundle's content hash
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+# ----------------------------------------------------------------------------- arms
+@dataclass(frozen=True)
+class ArmBundle:
+    """An arm with its loaded bundle: the Scorer (a RowScorer from :func:`load_arm`) and the
+    bundle's content hash."""
+
+    arm: Arm
+    scorer: Scorer
+    content_sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.arm.name
+
+    @property
+    def version(self) -> str:
+        return self.content_sha256[:VERSION_CHARS]
+
+    @property
+    def rowwise(self) -> bool:
+        """Whether small requests are encoded row-wise (see :mod:`finalmlp.serve.rowwise`)."""
+        return getattr(self.scorer, "encoder", None) is not None
+
+
+def load_arm(arm: Arm, unknown_fields: UnknownFields = "reject") -> ArmBundle:
+    """Load an arm's bundle (verified against its manifest's content hash).
+
+    Raises:
+        DataError: not a run directory, damaged, or replaced while it was being read.
+    """
+    for _ in range(3):  # a bundle replaced while loading: read it again
+        before = _manifest_hash(arm.path)
+        run = load_run(arm.path)
+        if _manifest_hash(arm.path) == before:
+            return ArmBundle(arm, RowScorer(run, unknown_fields), before)
+    raise DataError(f"{arm.path} kept changing while it was loaded; try again")
+
+
+def load_arms(arms: Sequence[Arm], unknown_fields: UnknownFields = "reject") -> list[ArmBundle]:
+    """Load every arm, with weights normalised to sum to 1."""
+    return [load_arm(arm, unknown_fields) for arm in normalize_arms(arms)]
+
+
+def _manifest_hash(path: Path) -> str:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        return str(manifest["content_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # load_run names what is wrong
+
+
+# ----------------------------------------------------------------------------- bodies
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[Any] = Field(min_length=1, description="Raw feature values, one per row.")
+    key: str | int | None = Field(None, description="Sticky A/B key, e.g. the user id.")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[float]
+    arm: str
+    request_id: str
+    model_version: str
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str = Field(max_length=64)
+    outcomes: list[Annotated[int, Field(ge=0, le=1)]] = Field(min_length=1)
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    arm: str
+    recorded: int
+
+
+# ----------------------------------------------------------------------------- service
+class Service:
+    """What the endpoints share: the arms (swapped whole on reload), log, batcher, metrics."""
+
+    def __init__(self, arms: list[ArmBundle], settings: ServeSettings) -> None:
+        if not arms:
+            raise ConfigError("the service needs at least one arm")
+        for bundle in arms:
+            if bundle.scorer.unknown_fields != settings.unknown_fields:
+                raise ConfigError(
+                    f"arm {bundle.name!r} was loaded with unknown_fields="
+                    f"{bundle.scorer.unknown_fields!r} but the settings say "
+                    f"{settings.unknown_fields!r}; load with load_arms(arms, "
+                    "settings.unknown_fields)"
+                )
+        self.arms = arms
+        self.settings = settings
+        self.ab_log = ABLog(settings.ab_log)
+        self.metrics = ServiceMetrics()
+        self.metrics.set_models(arms)
+        self.batcher = MicroBatcher(
+            settings.micro_batch_max_rows,
+            settings.micro_batch_wait_ms / 1000.0,
+            settings.micro_batch_workers,
+            on_batch=self.metrics.observe_batch,
+        )
+        self.rng = random.Random(settings.seed)
+        self.reload_lock = asyncio.Lock()
+
+    def choose(self, arms: list[ArmBundle], payload: PredictRequest) -> ArmBundle:
+        if len(arms) == 1:
+            return arms[0]
+        key = _sticky_key(payload, self.settings.key_field)
+        chosen = choose_arm([a.arm for a in arms], key, self.rng)
+        return next(a for a in arms if a.arm is chosen)
+
+    async def score(self, bundle: ArmBundle, records: list[Any]) -> np.ndarray:
+        if self.settings.micro_batch:
+            return await self.batcher.score(bundle.scorer, records)
+        return await anyio.to_thread.run_sync(bundle.scorer.score_records, records)
+
+    async def reload(self) -> list[dict[str, Any]]:
+        """Load every arm's bundle again, then swap them in at once; in-flight requests end on
+        the models they started with."""
+        async with self.reload_lock:
+            old = self.arms
+            try:
+                new = await anyio.to_thread.run_sync(
+                    load_arms, [a.arm for a in old], self.settings.unknown_fields
+                )
+            except FinalMLPError:
+                self.metrics.reloads.labels("failed").inc()
+                raise
+            self.arms = new
+            self.metrics.set_models(new)
+            self.metrics.reloads.labels("ok").inc()
+        return [
+            {
+                "arm": n.name,
+                "model_version": n.version,
+                "previous_version": o.version,
+                "changed": n.content_sha256 != o.content_sha256,
+            }
+            for n, o in zip(new, old, strict=True)
+        ]
+
+
+def _sticky_key(payload: PredictRequest, key_field: str | None) -> str | None:
+    if payload.key is not None:
+        return str(payload.key)
+    first = payload.records[0]
+    if key_field is not None and isinstance(first, dict):
+        value = first.get(key_field)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+async def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+async def require_api_key(request: Request, service: ServiceDep) -> None:
+    expected = service.settings.api_key
+    if expected is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise _error(401, "missing or wrong API key: send it in the X-API-Key header")
+
+
+def _error(status: int, message: str, **extra: Any) -> HTTPException:
+    return HTTPException(status, detail={"message": message, **extra})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (declared or actually sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _error(413, f"request body of {int(declared):,} bytes is over the {limit:,} limit")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _error(413, f"request body is over the {limit:,} byte limit")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody reads the answer
+        raise _error(400, "the client disconnected before sending the whole body") from None
+    return b"".join(chunks)
+
+
+def parse_body(model: type[BodyT], body: bytes) -> BodyT:
+    """Validate a JSON body; malformed JSON or a wrong shape is a 422 naming where."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False)[:5]:
+            where = ".".join(str(p) for p in error["loc"]) or "body"
+            problems.append(f"{where}: {error['msg']}")
+        raise _error(422, "; ".join(problems)) from None
+
+
+# ----------------------------------------------------------------------------- routes
+router = APIRouter()
+Protected = [Depends(require_api_key)]
+
+
+@router.post("/v1/predict", response_model=PredictResponse, dependencies=Protected)
+async def predict(request: Request, service: ServiceDep) -> PredictResponse:
+    """Click probabilities for raw records, in order, from the arm this request goes to."""
+    settings = service.settings
+    payload = parse_body(PredictRequest, await read_body(request, settings.max_body_bytes))
+    if len(payload.records) > settings.max_batch:
+        raise _error(
+            413,
+            f"{len(payload.records):,} records is over the limit of {settings.max_batch:,} "
+            "per request; split the request",
+        )
+    bundle = service.choose(service.arms, payload)
+    try:
+        scores = await service.score(bundle, payload.records)
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, RecordError):
+            raise
+        raise _error(422, f"a record could not be scored: {exc}") from None
+    predictions = scores.tolist()
+    request_id = uuid.uuid4().hex
+    if service.ab_log.persistent:  # fsync: off the event loop
+        await anyio.to_thread.run_sync(
+            service.ab_log.log_impressions, request_id, bundle.name, predictions
+        )
+    else:
+        service.ab_log.log_impressions(request_id, bundle.name, predictions)
+    service.metrics.observe_predict(bundle.name, len(predictions))
+    return PredictResponse(
+        predictions=predictions,
+        arm=bundle.name,
+        request_id=request_id,
+        model_version=bundle.version,
+    )
+
+
+@router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=Protected)
+async def feedback(request: Request, service: ServiceDep) -> FeedbackResponse:
+    """Record the outcomes (1 click, 0 no click) of a scored request, one per record."""
+    body = await read_body(request, service.settings.max_body_bytes)
+    payload = parse_body(FeedbackRequest, body)
+    arm = await anyio.to_thread.run_sync(
+        service.ab_log.log_feedback, payload.request_id, payload.outcomes
+    )
+    service.metrics.observe_feedback(arm, payload.outcomes)
+    return FeedbackResponse(request_id=payload.request_id, arm=arm, recorded=len(payload.outcomes))
+
+
+@router.get("/v1/ab", dependencies=Protected)
+async def ab_report(service: ServiceDep) -> dict[str, Any]:
+    """Per arm: requests, impressions, feedback, clicks, CTR, mean predicted CTR, AUC, and a
+    two-proportion z-test of each arm's CTR against the first arm's."""
+    return service.ab_log.report([a.name for a in service.arms])
+
+
+@router.post("/v1/admin/reload", dependencies=Protected)
+async def admin_reload(service: ServiceDep) -> dict[str, Any]:
+    """Load every arm's bundle again from its directory and swap the models atomically."""
+    try:
+        return {"arms": await service.reload()}
+    except FinalMLPError as exc:
+        raise _error(409, f"reload failed, still serving the previous models: {exc}") from None
+
+
+@router.get("/v1/model")
+async def model_info(service: ServiceDep) -> dict[str, Any]:
+    """Per arm: version (content hash), model, weight, input fields and training metrics."""
+    return {
+        "arms": [_describe(a) for a in service.arms],
+        "unknown_fields": service.settings.unknown_fields,
+        "max_batch": service.settings.max_batch,
+    }
+
+
+def _describe(bundle: ArmBundle) -> dict[str, Any]:
+    run = bundle.scorer.run
+    return {
+        "arm": bundle.name,
+        "weight": bundle.arm.weight,
+        "model_version": bundle.version,
+        "content_sha256": bundle.content_sha256,
+        "model": run.config.model.name,
+        "rowwise_encoding": bundle.rowwise,
+        "fields": [
+            {"name": f.name, "kind": f.kind, "required": f.required} for f in bundle.scorer.fields
+        ],
+        "metrics": run.metrics,
+    }
+
+
+@router.get("/healthz")
+async def healthz(service: ServiceDep) -> dict[str, Any]:
+    return {"status": "ok", "arms": {a.name: a.version for a in service.arms}}
+
+
+@router.get("/metrics")
+async def metrics(service: ServiceDep) -> Response:
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# ----------------------------------------------------------------------------- app
+def create_app(arms: list[ArmBundle], settings: ServeSettings) -> FastAPI:
+    """The scoring service over loaded arms (see :func:`load_arms`).
+
+    Example:
+        >>> arms = load_arms([Arm("default", Path("runs/frappe"))])
+        >>> app = create_app(arms, ServeSettings(max_batch=256))
+        >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    service = Service(arms, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks: set[asyncio.Task[Any]] = set()
+        if settings.reload_on_sighup:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: tasks.add(loop.create_task(_reload_logged(service)))
+            )
+        yield
+        service.ab_log.close()
+
+    app = FastAPI(title="finalmlp scoring", lifespan=lifespan)
+    app.state.service = service
+    app.include_router(router)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_exception_handler(RecordError, _record_error)
+    app.add_exception_handler(FinalMLPError, _user_error)
+    return app
+
+
+async def _reload_logged(service: Service) -> None:
+    try:
+        for arm in await service.reload():
+            logger.warning("reloaded arm %s: %s", arm["arm"], arm["model_version"])
+    except FinalMLPError as exc:
+        logger.error("reload failed, still serving the previous models: %s", exc)
+
+
+async def _record_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RecordError)
+    detail = {"record": exc.index, "field": exc.field, "message": str(exc)}
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _user_error(request: Request, exc: Exception) -> JSONResponse:
+    status = 404 if isinstance(exc, UnknownRequestError) else 422
+    return JSONResponse({"detail": {"message": str(exc)}}, status_code=status)
