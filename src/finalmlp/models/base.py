@@ -14,6 +14,12 @@ class CTRModel(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def auxiliary_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
+        """Extra training loss beside the trainer's BCE on ``logits`` (e.g. FinalNet's
+        self-distillation); called right after a training-mode ``forward``, so a model may use
+        tensors it kept from that call. None (the default) adds nothing."""
+        return None
+
     def regularization(self, embedding_l2: float, net_l2: float) -> torch.Tensor:
         """``l/2 * ||W||^2`` over whole embedding tables and over the network's weights/biases.
 

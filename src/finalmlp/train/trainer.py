@@ -294,6 +294,8 @@ class Trainer:
         batch = batch.to(self.device)
         logits = self.network(batch)
         loss = self.loss_fn(logits, batch.label)
+        if (extra := self.model.auxiliary_loss(logits, batch.label)) is not None:
+            loss = loss + extra
         if not math.isfinite(value := float(loss.detach())):
             raise TrainingError(
                 f"the training loss became {value} at step {step} (epoch {epoch}); lower "
