@@ -320,6 +320,16 @@ def data_list() -> None:
         out.print(f"{key:<22} {source.description}")
 
 
+def _register_commands() -> None:
+    """Commands that live in their own modules (kept out of this file's length)."""
+    from finalmlp.cli.bench import bench
+
+    app.command(name="bench")(user_errors(bench))
+
+
+_register_commands()
+
+
 def main() -> None:
     app()
 
