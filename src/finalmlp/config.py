@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -17,13 +17,13 @@ from finalmlp.errors import ConfigError
 from finalmlp.schema import (
     CategoricalFeature,
     DataConfig,
-    DualMLPConfig,
     ExperimentConfig,
     FieldRange,
     FinalMLPConfig,
     LibsvmOptions,
-    LRConfig,
+    LowRankMixtureConfig,
     MLPConfig,
+    ModelConfig,
     NumericFeature,
     SequenceFeature,
     SplitOptions,
@@ -115,9 +115,7 @@ _FEATURE_TAGS: dict[str, type[BaseModel]] = {
     "sequence": SequenceFeature,
 }
 _MODEL_TAGS: dict[str, type[BaseModel]] = {
-    "finalmlp": FinalMLPConfig,
-    "dualmlp": DualMLPConfig,
-    "lr": LRConfig,
+    cls.model_fields["name"].default: cls for cls in get_args(get_args(ModelConfig)[0])
 }
 _UNION_TAGS = {**_FEATURE_TAGS, **_MODEL_TAGS}
 _TAG_HINTS = {
@@ -169,4 +167,8 @@ _NESTED: dict[str, type[BaseModel]] = {
     "synthetic": SyntheticOptions,
     "mlp1": MLPConfig,
     "mlp2": MLPConfig,
+    "mlp": MLPConfig,
+    "low_rank_mixture": LowRankMixtureConfig,
+    "block1": MLPConfig,
+    "block2": MLPConfig,
 }

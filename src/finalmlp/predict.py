@@ -1,4 +1,5 @@
-"""Scoring with a run directory: evaluate a labelled file, or write one score per input row.
+"""Scoring with a run directory: evaluate a labelled file, write one score per input row, or
+(re)fit the run's calibration on its own validation split.
 
 Uses the run's own data config and fitted FeatureProcessor, so a file is read and encoded
 exactly as the training data was. Scoring streams the file in chunks
@@ -9,10 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from finalmlp.bundle import Run, load_run
-from finalmlp.data.dataset import EncodedSplit, encode_frame
+import numpy as np
+
+from finalmlp.bundle import Run, load_run, replace_calibration
+from finalmlp.calibration import fit_calibration
+from finalmlp.data.dataset import EncodedSplit, encode_frame, load_frames, prepare_data
 from finalmlp.data.readers import read_file
+from finalmlp.errors import ConfigError
 from finalmlp.serve.batch import DEFAULT_CHUNK_ROWS, Backend, file_config, score_file
 from finalmlp.train.metrics import compute_metrics
 from finalmlp.train.progress import console
@@ -30,11 +36,15 @@ def read_for_run(run: Run, path: Path, require_label: bool) -> EncodedSplit:
     return encode_frame(run.processor, frame, data_config, labelled=require_label)
 
 
-def evaluate_run(run_dir: Path, data_file: Path) -> dict[str, float]:
+def evaluate_run(run_dir: Path, data_file: Path, calibrated: bool = True) -> dict[str, float]:
+    """AUC and logloss (and group AUC) of the run's scores on a labelled file: the scores it
+    serves, through its calibration when it has one, unless ``calibrated=False``."""
     run = load_run(run_dir)
     split = read_for_run(run, data_file, require_label=True)
     assert split.label is not None
     probs = predict_proba(run.model, split, run.config.train.eval_batch_size)
+    if calibrated:
+        probs = run.calibrate(probs)
     return compute_metrics(split.label, probs, split.group)
 
 
@@ -46,9 +56,11 @@ def predict_file(
     id_columns: Sequence[str] = (),
     backend: Backend = "auto",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    calibrated: bool = True,
 ) -> int:
     """Score every row of ``input_file`` (streamed in chunks); writes the id columns and one
-    ``score`` per input row, in order. Returns the number of rows."""
+    ``score`` per input row, in order (calibrated when the run is, unless
+    ``calibrated=False``). Returns the number of rows."""
     report = score_file(
         run_dir,
         input_file,
@@ -56,10 +68,51 @@ def predict_file(
         id_columns=id_columns,
         backend=backend,
         chunk_rows=chunk_rows,
+        calibrated=calibrated,
     )
+    calibration = "" if report.calibration == "none" else f", {report.calibration} calibration"
     console.print(
         f"scored {report.rows:,} rows in {report.seconds:.1f} s ({report.rows_per_s:,.0f} "
-        f"rows/s) with {report.backend} [{report.choice}] -> {output_file}",
+        f"rows/s) with {report.backend} [{report.choice}]{calibration} -> {output_file}",
         markup=False,
     )
     return report.rows
+
+
+def calibrate_run(run_dir: Path, method: str) -> dict[str, Any] | None:
+    """Fit ``method`` (platt, isotonic; none removes it) on the run's validation split, store
+    it in the run (calibration.json, metrics.json's ``calibration``) and return its effect on
+    the validation and test splits (None for ``none``).
+
+    Raises:
+        ConfigError: an unknown method.
+        DataError: not a run directory, data that cannot be read, or a one-class split.
+    """
+    if method not in ("platt", "isotonic", "none"):
+        raise ConfigError(
+            f"calibration method must be platt, isotonic or none (removes it), got {method!r}"
+        )
+    run = load_run(run_dir)
+    metrics = {k: v for k, v in run.metrics.items() if k != "calibration"}
+    if method == "none":
+        replace_calibration(run, None, metrics)
+        return None
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, split in run_splits(run).items():
+        assert split.label is not None
+        raw = predict_proba(run.model, split, run.config.train.eval_batch_size)
+        scored[name] = (split.label, raw)
+    calibration, metrics["calibration"] = fit_calibration(method, scored)
+    replace_calibration(run, calibration, metrics)
+    return dict(metrics["calibration"])
+
+
+def run_splits(run: Run) -> dict[str, EncodedSplit]:
+    """The run's validation and test splits, encoded by its own processor: from the data
+    cache when it holds this processor's encoding, else read again from the data config."""
+    config = run.config.data
+    prepared = prepare_data(config)
+    if prepared.processor.to_dict() == run.processor.to_dict():
+        return {name: prepared.splits[name] for name in ("valid", "test")}
+    frames = load_frames(config)  # the data changed since training: encode it as the run does
+    return {name: encode_frame(run.processor, frames[name], config) for name in ("valid", "test")}

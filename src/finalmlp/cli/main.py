@@ -72,13 +72,24 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
     ] = False,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Skip writing --out/report.html.")
+    ] = False,
+    use_mlflow: Annotated[
+        bool,
+        typer.Option("--mlflow", help="Log params, metrics, report.html to MLflow (optional)."),
+    ] = False,
 ) -> None:
     """Train a model from raw data and write the run directory (config, processor, weights,
-    metrics)."""
+    metrics) and its report.html."""
     from finalmlp.config import load_config
     from finalmlp.train.run import train_from_config
 
     cfg = load_config(config)
+    if use_mlflow:
+        from finalmlp.tune.tracking import require_mlflow
+
+        require_mlflow()  # before the training time: 'pip install mlflow'
     updates: dict[str, Any] = {}
     if seed is not None:
         updates["seed"] = seed
@@ -89,6 +100,14 @@ def train(
     metrics = train_from_config(cfg, out_dir, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         _print_summary(metrics, out_dir)
+        if not no_report:
+            from finalmlp.cli.report import report_after_training
+
+            report_after_training(out_dir)
+        if use_mlflow:
+            from finalmlp.tune.tracking import log_training_run
+
+            log_training_run(cfg, metrics, out_dir)
 
 
 def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
@@ -99,6 +118,11 @@ def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
         f"{metrics['epochs']} epochs (best {metrics['best_epoch']}), "
         f"{metrics['train_samples_per_s']:,.0f} train samples/s, run saved to {out_dir}"
     )
+    if "calibration" in metrics:
+        from finalmlp.calibration import describe_effect
+
+        out.print(f"{metrics['calibration']['method']} calibration (fitted on valid):")
+        out.print(describe_effect(metrics["calibration"]), markup=False)
 
 
 @app.command()
@@ -123,11 +147,15 @@ def preprocess(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `finalmlp train`.")],
     data: Annotated[Path, typer.Option("--data", help="Labelled file in the training format.")],
+    uncalibrated: Annotated[
+        bool, typer.Option("--uncalibrated", help="The model's raw scores, not calibrated.")
+    ] = False,
 ) -> None:
-    """Compute AUC and logloss (and group AUC) of a trained run on a labelled file."""
+    """Compute AUC and logloss (and group AUC) of a trained run on a labelled file (of its
+    calibrated scores, when the run has a calibration)."""
     from finalmlp.predict import evaluate_run
 
-    metrics = evaluate_run(run_dir, data)
+    metrics = evaluate_run(run_dir, data, calibrated=not uncalibrated)
     out.print(json.dumps(metrics, indent=2))
 
 
@@ -148,9 +176,12 @@ def predict(
         str, typer.Option(help="auto (the faster, measured), torch or onnx (ONNX Runtime).")
     ] = "auto",
     chunk_rows: Annotated[int, typer.Option(help="Rows read and scored at a time.")] = 100_000,
+    uncalibrated: Annotated[
+        bool, typer.Option("--uncalibrated", help="The model's raw scores, not calibrated.")
+    ] = False,
 ) -> None:
-    """Score a file in chunks: writes the id columns and a `score` column (click probability),
-    one row per input row, in input order."""
+    """Score a file in chunks: writes the id columns and a `score` column (click probability,
+    calibrated when the run has a calibration), one row per input row, in input order."""
     from finalmlp.predict import predict_file
     from finalmlp.serve.batch import check_backend
 
@@ -162,6 +193,7 @@ def predict(
         id_columns=ids,
         backend=check_backend(backend),
         chunk_rows=chunk_rows,
+        calibrated=not uncalibrated,
     )
 
 
@@ -323,8 +355,14 @@ def data_list() -> None:
 def _register_commands() -> None:
     """Commands that live in their own modules (kept out of this file's length)."""
     from finalmlp.cli.bench import bench
+    from finalmlp.cli.calibrate import calibrate
+    from finalmlp.cli.report import report
+    from finalmlp.cli.tune import tune
 
     app.command(name="bench")(user_errors(bench))
+    app.command(name="calibrate")(user_errors(calibrate))
+    app.command(name="report")(user_errors(report))
+    app.command(name="tune")(user_errors(tune))
 
 
 _register_commands()

@@ -143,6 +143,36 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+class LinearTerm(nn.Module):
+    """First-order term ``b + sum_f w(x_f)``: one learned weight per categorical value, per numeric
+    field and per sequence item (mean-pooled), as an embedding of dim 1. (B,) out.
+
+    The linear part of FM, Wide&Deep and DeepFM. As in the reference, it has tables of its own
+    (not the factors' embeddings) and the bias starts at 0.
+
+    Args:
+        layout: the fields and tables of the data.
+        bias: learn a bias ``b`` (Wide&Deep's reference leaves it to its MLP's output layer).
+    """
+
+    def __init__(self, layout: FieldLayout, bias: bool = True) -> None:
+        super().__init__()
+        self.weights = FeatureEmbedding(layout, embedding_dim=1)
+        self.bias = nn.Parameter(torch.zeros(1)) if bias else None
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        out = self.weights(batch).sum(dim=(1, 2))  # (B,)
+        return out if self.bias is None else out + self.bias
+
+
+def pairwise_interactions(embeddings: torch.Tensor) -> torch.Tensor:
+    """FM's second-order term ``sum_{i<j} <e_i, e_j>`` in O(F*E) (Rendle 2010, Lemma 3.1):
+    ``0.5 * sum_E ((sum_F e)^2 - sum_F e^2)``. (B, F, E) -> (B,)."""
+    square_of_sum = embeddings.sum(dim=1).pow(2)  # (B, E)
+    sum_of_squares = embeddings.pow(2).sum(dim=1)  # (B, E)
+    return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+
+
 class FeatureGate(nn.Module):
     """Stream-specific feature gating (FinalMLP, Sec. 3.1): ``g = 2 * sigmoid(MLP(c))``.
 

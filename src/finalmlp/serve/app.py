@@ -5,9 +5,11 @@
     POST /v1/predict        {"records": [{field: value}], "key": "user-7"}  -> predictions, arm
     POST /v1/feedback       {"request_id": ..., "outcomes": [0, 1, ...]}    -> recorded
     GET  /v1/ab             per-arm impressions, clicks, CTR, calibration, AUC, z-test
-    GET  /v1/model          per arm: version, schema fields, metrics
+    GET  /v1/model          per arm: version, schema fields, calibration, metrics
     POST /v1/admin/reload   load every arm's bundle again and swap (SIGHUP does the same)
     GET  /healthz, /metrics (Prometheus)
+
+Each arm scores through its own bundle's calibration (calibration.json), when it has one.
 
 Client mistakes always get a 4xx with ``{"detail": {"message": ...}}`` (and ``record``/
 ``field`` for a record that cannot be scored); request data is never used as a path.
@@ -343,6 +345,7 @@ def _describe(bundle: ArmBundle) -> dict[str, Any]:
         "model_version": bundle.version,
         "content_sha256": bundle.content_sha256,
         "model": run.config.model.name,
+        "calibration": run.calibration.method if run.calibration is not None else None,
         "rowwise_encoding": bundle.rowwise,
         "fields": [
             {"name": f.name, "kind": f.kind, "required": f.required} for f in bundle.scorer.fields

@@ -7,6 +7,7 @@
       -> numeric columns parsed (errors name the file's line) -> run.processor.transform
       -> backend: PyTorch or ONNX Runtime, both running the served model (gates folded:
          finalmlp.serve.fold) -> probabilities (N,) float64
+      -> the run's calibration (calibration.json), when it has one and it is not turned off
       -> [id columns as read] + score -> appended to a temp file beside the output
     all chunks done -> fsync, rename over the output (a failure leaves no partial output)
 
@@ -64,6 +65,7 @@ class ScoringReport:
     backend: str
     choice: str  # how the backend was chosen (auto: the measured rows/s)
     seconds: float = 0.0
+    calibration: str = "none"  # the calibration applied after the model
     phases: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(
             ("load", "check", "read", "encode", "model", "write", "setup"), 0.0
@@ -90,11 +92,13 @@ def score_file(
     backend: Backend = "auto",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     onnx_threads: int | None = None,
+    calibrated: bool = True,
 ) -> ScoringReport:
     """Score every row of ``input_file`` into ``output_file``: the id columns, then ``score``.
 
     The output format follows its suffix (.parquet/.pq, .tsv, else CSV); rows keep the input
     order. Written to a temp file and renamed: a failure leaves any earlier output intact.
+    Scores go through the run's calibration when it has one, unless ``calibrated=False``.
 
     Raises:
         ConfigError: a bad option (backend, chunk_rows, id columns clashing or repeated).
@@ -107,6 +111,8 @@ def score_file(
     _check_options(backend, chunk_rows, id_columns, output_file)
     report = ScoringReport(0, "", "")
     run = run if isinstance(run, Run) else load_run(run)
+    if calibrated and run.calibration is not None:
+        report.calibration = run.calibration.method
     report.phases["load"] = time.perf_counter() - started
     config = file_config(run.config.data, input_file)
     chunks = ChunkReader(input_file, config, list(id_columns), chunk_rows)
@@ -206,6 +212,16 @@ class _ChunkScorer:
         self.backend: ScoringBackend | None = None
 
     def score(self, chunk: pl.DataFrame) -> np.ndarray:
+        """Probabilities (N,) of a chunk: the backend's, then the run's calibration (if on)."""
+        scores = self._model_scores(chunk)
+        if self.report.calibration == "none":
+            return scores
+        tick = time.perf_counter()
+        scores = self.run.calibrate(scores)
+        self.report.phases["model"] += time.perf_counter() - tick
+        return scores
+
+    def _model_scores(self, chunk: pl.DataFrame) -> np.ndarray:
         phases = self.report.phases
         tick = time.perf_counter()
         features = self.run.processor.transform(chunk)

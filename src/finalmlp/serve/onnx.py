@@ -18,6 +18,11 @@ feeds the inputs the graph declares. The side file is what makes an export trust
 re-trained or edited run never scores with a stale graph. The run's own content hash
 (config.json, processor.json, model.safetensors) does not cover the export, so exporting
 never changes how the run loads.
+
+The graph outputs the model's raw probability. A calibrated run (``calibration.json``) is
+calibrated after ONNX Runtime, in NumPy, by :meth:`finalmlp.bundle.Run.calibrate`, as after
+PyTorch: the export is matched against the run's ``model_sha256`` (config, processor,
+weights), so calibrating a run again keeps its export current.
 """
 
 from __future__ import annotations
@@ -262,12 +267,16 @@ def file_sha256(path: Path) -> str:
 
 
 def _run_hash(run_dir: Path) -> str | None:
-    """The run's content hash from its manifest (None when unreadable: matches nothing)."""
+    """The hash of the run's model files from its manifest: ``model_sha256``, or for a run
+    written before calibration existed its ``content_sha256`` (the same files). None when
+    unreadable: matches nothing."""
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    return str(manifest.get("content_sha256")) if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        return None
+    return str(manifest.get("model_sha256", manifest.get("content_sha256")))
 
 
 def export_problem(run_dir: str | Path) -> str | None:

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from finalmlp.data.dataset import EncodedSplit
 from finalmlp.features.processor import (
     _BOOLEAN_TEXT,
     MISSING_BUCKET,
@@ -35,7 +34,6 @@ from finalmlp.features.processor import (
 from finalmlp.features.tables import FIRST_ID, OOV_ID, IdTable, stable_hash
 from finalmlp.schema import CategoricalFeature, NumericFeature, SequenceFeature
 from finalmlp.serve.scorer import Scorer, UnknownFields, _clean
-from finalmlp.train.trainer import predict_proba
 
 logger = logging.getLogger(__name__)
 # Polars' strip_chars() trims Rust's char::is_whitespace (Unicode White_Space); Python's
@@ -205,8 +203,7 @@ class RowScorer(Scorer):
             self._check_record(index, record)
             for field in self.fields:
                 columns[field.name].append(_clean(index, field, record.get(field.name)))
-        features = self.encoder.encode(columns, len(records))
-        return predict_proba(self.run.model, EncodedSplit(features, None), self.batch_size)
+        return self.score_features(self.encoder.encode(columns, len(records)))
 
 
 PROBE_TEXT = [

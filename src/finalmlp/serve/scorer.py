@@ -21,6 +21,7 @@ import polars as pl
 from finalmlp.bundle import Run, load_run
 from finalmlp.data.dataset import EncodedSplit
 from finalmlp.errors import FinalMLPError
+from finalmlp.features.processor import EncodedFeatures
 from finalmlp.schema import NumericFeature, SequenceFeature
 from finalmlp.train.trainer import predict_proba
 
@@ -48,7 +49,8 @@ class InputField:
 
 
 class Scorer:
-    """Scores raw records (dicts of field -> raw value) with a trained run.
+    """Scores raw records (dicts of field -> raw value) with a trained run, through the run's
+    calibration when it has one.
 
     Args:
         run: a loaded run directory.
@@ -90,9 +92,12 @@ class Scorer:
 
     def score_frame(self, frame: pl.DataFrame) -> np.ndarray:
         """Click probabilities for a frame holding the raw input columns."""
-        features = self.run.processor.transform(frame)
+        return self.score_features(self.run.processor.transform(frame))
+
+    def score_features(self, features: EncodedFeatures) -> np.ndarray:
+        """Click probabilities for encoded rows: the model, then the run's calibration."""
         split = EncodedSplit(features, label=None)
-        return predict_proba(self.run.model, split, self.batch_size)
+        return self.run.calibrate(predict_proba(self.run.model, split, self.batch_size))
 
     def _check_record(self, index: int, record: Mapping[str, Any]) -> None:
         if not isinstance(record, Mapping):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import numpy as np
 import torch
 
 from finalmlp.bundle import check_run_target, save_run
-from finalmlp.data.dataset import PreparedData, prepare_data
-from finalmlp.errors import ConfigError
+from finalmlp.calibration import Calibrator, fit_calibration
+from finalmlp.data.dataset import EncodedSplit, PreparedData, prepare_data
+from finalmlp.errors import ConfigError, DataError
 from finalmlp.models import build_model
 from finalmlp.schema import DataConfig, ExperimentConfig
 from finalmlp.train.checkpoint import CheckpointStore
@@ -23,7 +25,7 @@ from finalmlp.train.distributed import (
     process_device,
 )
 from finalmlp.train.progress import console
-from finalmlp.train.trainer import Trainer
+from finalmlp.train.trainer import Trainer, ValidationHook
 
 
 def seed_everything(seed: int) -> None:
@@ -46,7 +48,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train_from_config(
-    config: ExperimentConfig, out: Path | None = None, resume: bool = False
+    config: ExperimentConfig,
+    out: Path | None = None,
+    resume: bool = False,
+    *,
+    on_validation: ValidationHook | None = None,
+    prepared: PreparedData | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate; write the run directory to ``out`` when given. Returns the metrics.
 
@@ -56,6 +63,9 @@ def train_from_config(
 
     With ``out``, checkpoints go to ``out/checkpoints/`` (each epoch end, and every
     ``train.checkpoint_every_steps``); ``resume`` continues from the newest good one.
+
+    ``on_validation`` is called after every validation (``finalmlp tune`` prunes there);
+    ``prepared`` is data already prepared for ``config.data`` (the tuner's trials share it).
     """
     if out is not None:
         check_run_target(Path(out))  # before spending the training time
@@ -64,7 +74,8 @@ def train_from_config(
     device = resolve_device(config.train.device)
     context = init_distributed(device, config.train.distributed_timeout_s)
     try:
-        return _train(config, out, process_device(device, context), context, resume)
+        device = process_device(device, context)
+        return _train(config, out, device, context, resume, on_validation, prepared)
     finally:
         cleanup(context)
 
@@ -75,8 +86,10 @@ def _train(
     device: torch.device,
     context: DistributedContext,
     resume: bool,
+    on_validation: ValidationHook | None = None,
+    prepared: PreparedData | None = None,
 ) -> dict[str, Any]:
-    data = _prepare(config.data, context)
+    data = prepared if prepared is not None else _prepare(config.data, context)
     rows = {name: split.num_rows for name, split in data.splits.items()}
     log = console.print if context.is_main else _silent
     source = "cache" if data.from_cache else "raw files"
@@ -93,7 +106,7 @@ def _train(
     start = store.latest() if store is not None and resume else None
     if resume:
         log(f"resuming from step {start.step}" if start else "no checkpoint found: from step 0")
-    trainer = Trainer(model, config.train, context, store)
+    trainer = Trainer(model, config.train, context, store, on_validation)
     result = trainer.fit(data.splits["train"], data.splits["valid"], resume=start)
     metrics: dict[str, Any] = {
         "model": config.model.name,
@@ -112,10 +125,39 @@ def _train(
         "rows": rows,
         "history": result.history_dicts(),
     }
+    calibration = _calibrate(config.train.calibration, trainer, data.splits, metrics, log)
     if out is not None and context.is_main:
-        save_run(out, config, data.processor, model, metrics)
+        save_run(out, config, data.processor, model, metrics, calibration)
     barrier(context)
     return metrics
+
+
+def _calibrate(
+    method: str,
+    trainer: Trainer,
+    splits: dict[str, EncodedSplit],
+    metrics: dict[str, Any],
+    log: Callable[..., object],
+) -> Calibrator | None:
+    """Fit ``train.calibration`` on the validation split; its effect goes into ``metrics``.
+
+    A split that cannot be calibrated (one class) skips calibration with a warning: the
+    trained model is still saved.
+    """
+    if method == "none":
+        return None
+    scored = {}
+    for name in ("valid", "test"):
+        label = splits[name].label
+        assert label is not None
+        scored[name] = (label, trainer.predict(splits[name]))
+    try:
+        calibration, metrics["calibration"] = fit_calibration(method, scored)
+    except DataError as exc:
+        log(f"warning: calibration skipped: {exc}", markup=False)
+        return None
+    log(f"calibration: {method}, fitted on the validation split")
+    return calibration
 
 
 def _prepare(data_config: DataConfig, context: DistributedContext) -> PreparedData:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,6 +64,11 @@ class TrainResult:
 
     def history_dicts(self) -> list[dict[str, Any]]:
         return [asdict(v) for v in self.history]
+
+
+# Called after each validation; raising stops training (the tuner's pruning) and the exception
+# propagates out of ``fit``.
+ValidationHook = Callable[[Validation], None]
 
 
 @dataclass
@@ -137,8 +143,10 @@ class Trainer:
         config: TrainConfig,
         context: DistributedContext = SINGLE_PROCESS,
         checkpoints: CheckpointStore | None = None,
+        on_validation: ValidationHook | None = None,
     ) -> None:
         self.model = model
+        self.on_validation = on_validation
         self.config = config
         self.context = context
         self.checkpoints = checkpoints if context.is_main else None
@@ -219,6 +227,8 @@ class Trainer:
             )
             started += record.seconds  # throughput counts training time only
             progress.log_validation(record)
+            if self.on_validation is not None:
+                self.on_validation(record)
             if record.improved:
                 state.best_state = copy.deepcopy(self.model.state_dict())
             elif cfg.reduce_lr_on_plateau:
@@ -293,8 +303,10 @@ class Trainer:
         """One optimizer step on this rank's rows of a global batch; returns the local loss."""
         batch = batch.to(self.device)
         logits = self.network(batch)
-        loss = self.loss_fn(logits, batch.label)
-        if (extra := self.model.auxiliary_loss(logits, batch.label)) is not None:
+        label = batch.label
+        assert label is not None  # training splits always carry labels
+        loss = self.loss_fn(logits, label)
+        if (extra := self.model.auxiliary_loss(logits, label)) is not None:
             loss = loss + extra
         if not math.isfinite(value := float(loss.detach())):
             raise TrainingError(

@@ -1,0 +1,141 @@
+"""ROC, precision-recall and reliability curves, and expected calibration error, in NumPy.
+
+The curves follow scikit-learn's conventions (``roc_curve(drop_intermediate=False)``,
+``precision_recall_curve``, ``calibration_curve(strategy="uniform")``) so they can be checked
+against it, without depending on it at run time.
+
+Example:
+    >>> expected_calibration_error(np.array([0, 1, 1, 1]), np.array([0.1, 0.1, 0.9, 0.9]), 2)
+    0.25
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_BINS = 15  # Guo et al. 2017 ("On Calibration of Modern Neural Networks") use 15
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Equal-width bins over [0, 1] of predicted probabilities.
+
+    Attributes:
+        edges: (K+1,) bin edges, 0 to 1; bin k holds ``edges[k] < p <= edges[k+1]`` (0 goes to
+            the first bin).
+        counts: (K,) rows per bin.
+        mean_pred: (K,) mean predicted probability per bin (nan where empty).
+        frac_pos: (K,) fraction of positives per bin (nan where empty).
+    """
+
+    edges: np.ndarray
+    counts: np.ndarray
+    mean_pred: np.ndarray
+    frac_pos: np.ndarray
+
+    @property
+    def ece(self) -> float:
+        """``sum_k (n_k / N) |mean_pred_k - frac_pos_k|`` over non-empty bins."""
+        filled = self.counts > 0
+        weights = self.counts[filled] / self.counts.sum()
+        gaps = np.abs(self.mean_pred[filled] - self.frac_pos[filled])
+        return float((weights * gaps).sum())
+
+
+def _binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    is_positive = np.asarray(labels).reshape(-1) == 1
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(is_positive) != len(values) or len(values) == 0:
+        raise ValueError(
+            f"labels and scores must be non-empty and of equal length, got {len(is_positive)} "
+            f"and {len(values)}"
+        )
+    return is_positive, values
+
+
+def _cumulative_counts(
+    labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives at each distinct threshold, highest score first."""
+    is_positive, values = _binary(labels, scores)
+    order = np.argsort(-values, kind="stable")
+    sorted_scores, sorted_positive = values[order], is_positive[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(values) - 1]
+    true_pos = np.cumsum(sorted_positive)[last_of_run].astype(np.float64)
+    false_pos = (last_of_run + 1) - true_pos
+    return true_pos, false_pos, sorted_scores[last_of_run]
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct score, from (0, 0) to (1, 1).
+
+    Returns:
+        ``(fpr, tpr, thresholds)``, each (T+1,); ``thresholds[0]`` is ``inf``.
+
+    Raises:
+        ValueError: only one class present (a rate would divide by zero).
+    """
+    true_pos, false_pos, thresholds = _cumulative_counts(labels, scores)
+    if true_pos[-1] == 0 or false_pos[-1] == 0:
+        raise ValueError("a ROC curve needs both classes; the labels hold only one")
+    tpr = np.r_[0.0, true_pos / true_pos[-1]]
+    fpr = np.r_[0.0, false_pos / false_pos[-1]]
+    return fpr, tpr, np.r_[np.inf, thresholds]
+
+
+def precision_recall_curve(
+    labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct score, lowest threshold first.
+
+    As scikit-learn: the last point is (recall 0, precision 1), with no threshold.
+
+    Returns:
+        ``(precision, recall, thresholds)``; precision and recall (T+1,), thresholds (T,).
+    """
+    true_pos, false_pos, thresholds = _cumulative_counts(labels, scores)
+    if true_pos[-1] == 0:
+        raise ValueError("a precision-recall curve needs positives; the labels hold none")
+    precision = true_pos / (true_pos + false_pos)
+    recall = true_pos / true_pos[-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """``sum_n (R_n - R_{n-1}) P_n``: the step-wise area under the precision-recall curve."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return float(-np.sum(np.diff(recall) * precision[:-1]))
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, num_bins: int = DEFAULT_BINS) -> Reliability:
+    """Bin predicted probabilities into ``num_bins`` equal-width bins over [0, 1].
+
+    Args:
+        labels: (N,) 0/1 targets.
+        probs: (N,) predicted probabilities of the positive class.
+        num_bins: K, the number of bins.
+    """
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be at least 1, got {num_bins}")
+    is_positive, values = _binary(labels, probs)
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    bins = np.searchsorted(edges[1:-1], values, side="left")  # (lo, hi], as scikit-learn
+    counts = np.bincount(bins, minlength=num_bins).astype(np.float64)
+    pred_sums = np.bincount(bins, weights=values, minlength=num_bins)
+    pos_sums = np.bincount(bins, weights=is_positive.astype(np.float64), minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pred, frac_pos = pred_sums / counts, pos_sums / counts
+    return Reliability(edges, counts.astype(np.int64), mean_pred, frac_pos)
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probs: np.ndarray, num_bins: int = DEFAULT_BINS
+) -> float:
+    """ECE: ``sum_k (n_k / N) |mean predicted probability_k - fraction of positives_k|``.
+
+    Bins are ``num_bins`` equal-width intervals of [0, 1] (see :class:`Reliability`); 0 means
+    the predicted probabilities match the observed click rates in every bin.
+    """
+    return reliability(labels, probs, num_bins).ece
