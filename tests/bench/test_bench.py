@@ -203,3 +203,12 @@ def test_bench_command_trains_for_real_and_resumes(configs: Path, tmp_path: Path
     bad = CliRunner().invoke(app, ["bench", "--data", str(configs), "--models", "x", "--out", "o"])
     assert bad.exit_code == 2
     assert "no config for 'x'" in bad.output
+
+
+def test_runtime_settings_do_not_invalidate_finished_runs(configs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    entries = resolve_entries(configs, ["dualmlp"])
+    run_benchmark(entries, 1, out, out / "runs", FakeTrainer(), log=lambda _: None)
+    again = FakeTrainer()
+    run_benchmark(entries, 1, out, out / "runs", again, log=lambda _: None, num_threads=1)
+    assert again.calls == []

@@ -107,10 +107,14 @@ def run_one(
     seed: int,
     run_dir: Path,
     train: Callable[[ExperimentConfig, Path], dict[str, Any]],
+    num_threads: int | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Train (or read back) one model x seed; returns (result row, whether it was reused)."""
+    updates: dict[str, Any] = {"seed": seed, "progress": False}
+    if num_threads is not None:
+        updates["num_threads"] = num_threads
     config = entry.config.model_copy(
-        update={"train": entry.config.train.model_copy(update={"seed": seed, "progress": False})}
+        update={"train": entry.config.train.model_copy(update=updates)}
     )
     metrics = _finished(run_dir, config)
     reused = metrics is not None
@@ -123,13 +127,22 @@ def _finished(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
     if not (run_dir / "manifest.json").is_file():
         return None
     saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    if saved != json.loads(config.model_dump_json()):
+    if _without_runtime(saved) != _without_runtime(json.loads(config.model_dump_json())):
         raise ConfigError(
             f"{run_dir} holds a finished run with a different config than this benchmark's; "
             "delete it to retrain, or pass a new --out"
         )
     metrics: dict[str, Any] = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     return metrics
+
+
+# Settings that change where or how fast a run goes, not what it learns.
+_RUNTIME_KEYS = ("num_threads", "progress", "device", "distributed_timeout_s")
+
+
+def _without_runtime(config: dict[str, Any]) -> dict[str, Any]:
+    train = {k: v for k, v in config.get("train", {}).items() if k not in _RUNTIME_KEYS}
+    return {**config, "train": train}
 
 
 def result_row(label: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:

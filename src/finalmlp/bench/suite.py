@@ -21,6 +21,7 @@ def run_benchmark(
     published: dict[str, dict[str, Any]] | None = None,
     command: str = "finalmlp bench",
     log: Callable[[str], None] = print,
+    num_threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train every entry x seed (reusing finished runs); rewrite the tables after each run.
 
@@ -32,7 +33,7 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     for i, (entry, seed) in enumerate(plan, start=1):
         run_dir = runs_dir / entry.label / f"seed{seed}"
-        row, reused = run_one(entry, seed, run_dir, train)
+        row, reused = run_one(entry, seed, run_dir, train, num_threads)
         rows.append(row)
         how = "finished earlier" if reused else f"{row['train_seconds']:.0f} s"
         log(

@@ -28,6 +28,10 @@ def bench(
     runs_dir: Annotated[
         Path | None, typer.Option("--runs", help="Run directories (default: OUT/runs).")
     ] = None,
+    num_threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Override train.num_threads (results are reused across it)."),
+    ] = None,
     published: Annotated[
         Path | None,
         typer.Option(help="YAML of published figures (model: {auc, logloss, source})."),
@@ -61,5 +65,6 @@ def bench(
         published=reference,
         command=command,
         log=out.print,
+        num_threads=num_threads,
     )
     out.print(f"tables written to {out_dir}")
