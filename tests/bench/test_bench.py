@@ -72,7 +72,7 @@ class FakeTrainer:
     def __call__(self, config: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
         self.calls.append((config.model.name, config.train.seed))
         metrics = fake_metrics(config)
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(config.model_dump_json())
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         (run_dir / "manifest.json").write_text("{}")
@@ -212,3 +212,30 @@ def test_runtime_settings_do_not_invalidate_finished_runs(configs: Path, tmp_pat
     again = FakeTrainer()
     run_benchmark(entries, 1, out, out / "runs", again, log=lambda _: None, num_threads=1)
     assert again.calls == []
+
+
+def test_checkpoints_of_an_interrupted_run_with_another_config_are_dropped(
+    configs: Path, tmp_path: Path
+) -> None:
+    from finalmlp.bench.runner import run_one
+
+    (entry,) = resolve_entries(configs, ["dualmlp"])
+    run_dir = tmp_path / "run"
+    seen: list[bool] = []
+
+    def interrupted(config: ExperimentConfig, where: Path) -> dict[str, Any]:
+        (where / "checkpoints" / "step-1.pt").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    def check(config: ExperimentConfig, where: Path) -> dict[str, Any]:
+        seen.append((where / "checkpoints" / "step-1.pt").exists())
+        return fake_metrics(config)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_one(entry, 1, run_dir, interrupted)
+    run_one(entry, 1, run_dir, check)  # same config: the checkpoint is kept for --resume
+    changed = entry.config.model_copy(
+        update={"model": entry.config.model.model_copy(update={"embedding_dim": 6})}
+    )
+    run_one(type(entry)(entry.label, changed, entry.source), 1, run_dir, check)
+    assert seen == [True, False]

@@ -13,6 +13,7 @@ checkpoint, so running the same command again resumes the benchmark.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from finalmlp.config import load_config, parse_config
 from finalmlp.errors import ConfigError
+from finalmlp.io import atomic_write_text
 from finalmlp.models import MODELS
 from finalmlp.schema import ExperimentConfig
 
@@ -119,6 +121,7 @@ def run_one(
     metrics = _finished(run_dir, config)
     reused = metrics is not None
     if metrics is None:
+        _match_checkpoints(run_dir, config)
         metrics = train(config, run_dir)
     return result_row(entry.label, seed, metrics), reused
 
@@ -134,6 +137,17 @@ def _finished(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
         )
     metrics: dict[str, Any] = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     return metrics
+
+
+def _match_checkpoints(run_dir: Path, config: ExperimentConfig) -> None:
+    """Checkpoints of an interrupted run resume it only if they were made with this config."""
+    folder = run_dir / "checkpoints"
+    marker = folder / "bench-config.json"
+    expected = json.dumps(_without_runtime(json.loads(config.model_dump_json())), sort_keys=True)
+    if folder.exists() and (not marker.is_file() or marker.read_text() != expected):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, expected)
 
 
 # Settings that change where or how fast a run goes, not what it learns.
