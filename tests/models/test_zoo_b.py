@@ -345,7 +345,9 @@ def test_config_errors_from_a_file_name_the_key() -> None:
     model = {"name": "autoint", "attention_dim": 12, "num_heads": 5}
     with pytest.raises(ConfigError, match=r"model: num_heads=5 must divide"):
         parse_config({"data": data, "model": model})
-    with pytest.raises(ConfigError, match=r"unknown key 'model\.cin_units'; did you mean 'cin_hidden_units'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'model\.cin_units'; did you mean 'cin_hidden_units'"
+    ):
         parse_config({"data": data, "model": {"name": "xdeepfm", "cin_units": [8]}})
 
 

@@ -10,7 +10,9 @@ from optuna.trial import TrialState
 from tune_setup import quiet, write_tune
 
 from finalmlp.tune import run_tune
-from finalmlp.tune.study import RETRY_ATTR, STUDY_DB
+from finalmlp.tune.space import load_base
+from finalmlp.tune.spec import load_tune_spec
+from finalmlp.tune.study import RETRY_ATTR, STUDY_DB, study_name
 
 
 def _study(out: Path) -> optuna.Study:
@@ -51,3 +53,16 @@ def test_resume_runs_only_the_missing_trials_and_retries_an_interrupted_one(
     assert len(_study(out).get_trials()) == 5
     assert (out / "best.yaml").is_file()
     assert third.best is not None and third.best_run_trial == third.best.number
+
+
+def test_the_study_name_ignores_settings_that_only_change_how_trials_run(
+    tmp_path: Path,
+) -> None:
+    def name(**train: object) -> str:
+        spec = load_tune_spec(write_tune(tmp_path, train=dict(train)))
+        return study_name(spec, load_base(spec))
+
+    plain = name()
+    assert plain.startswith("base-")
+    assert name(num_threads=2, device="cpu", progress=True, eval_batch_size=512) == plain
+    assert name(learning_rate=2.0e-3) != plain  # another base config: another search

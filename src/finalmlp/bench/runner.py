@@ -129,7 +129,9 @@ def run_one(
 def _finished(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
     if not (run_dir / "manifest.json").is_file():
         return None
-    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    # Read back through the schema: settings added since that run take their defaults.
+    text = (run_dir / "config.json").read_text(encoding="utf-8")
+    saved = json.loads(ExperimentConfig.model_validate_json(text).model_dump_json())
     if _without_runtime(saved) != _without_runtime(json.loads(config.model_dump_json())):
         raise ConfigError(
             f"{run_dir} holds a finished run with a different config than this benchmark's; "

@@ -128,7 +128,7 @@ def _summary_table(default: TrialRow | None, best: TrialRow | None, metric: str)
 
 
 def _trials_table(rows: list[TrialRow]) -> Table:
-    keys = list(rows[0].params) if rows else []
+    keys = list(dict.fromkeys(key for row in rows for key in row.params))
     header = ["trial", "state", "value", "epochs", "seconds", *keys, "note"]
     body = [
         [str(r.number), r.state, _num(r.value), str(r.epochs or ""), _num(r.seconds, ".0f")]

@@ -42,6 +42,11 @@ Log = Callable[[str], None]
 TRIALS_CSV = "trials.csv"
 
 
+def print_line(message: str) -> None:
+    """To stderr, as training logs; no Rich markup (values such as ``[400, 400]`` are text)."""
+    console.print(message, markup=False)
+
+
 @dataclass(frozen=True)
 class TuneResult:
     """What a ``run_tune`` call did and where the search stands."""
@@ -65,7 +70,7 @@ def run_tune(
     trials: int,
     tracking: Callable[[str], Tracker] | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
-    log: Log = console.print,
+    log: Log = print_line,
 ) -> TuneResult:
     """Run the search of ``tune_file`` until ``out_dir`` holds ``trials`` finished trials.
 
@@ -91,7 +96,7 @@ def run_tune(
         study = open_study(spec, base, out_dir, pruner)
         tracker = tracking(study.study_name) if tracking is not None else NullTracker()
         search = _Search(study, spec, base, out_dir, tracker, log)
-        with _closing(tracker):
+        with contextlib.closing(tracker):
             interrupted = prepare_trials(study, base_params)
             if interrupted:
                 log(f"trials {interrupted} were interrupted: trying their parameters again")
@@ -111,14 +116,6 @@ def _quiet_optuna() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(verbosity)
-
-
-@contextlib.contextmanager
-def _closing(tracker: Tracker) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        tracker.close()
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,24 @@ DEFAULT_ATTR = "default"  # the base config's own values (trial 0): the default 
 RETRY_ATTR = "retry_of"
 
 
+# Settings that change where and how fast a trial runs, not its result: a search may resume on
+# another device, with other threads or without the progress bar.
+_RUN_ONLY = {
+    "data": ("cache_dir",),
+    "train": ("progress", "num_threads", "device", "eval_batch_size", "distributed_timeout_s"),
+}
+
+
 def study_name(spec: TuneSpec, base: BaseConfig) -> str:
     """The base file's stem and a hash of what defines the search (metric, space, base)."""
+    config = base.config.model_dump(mode="json")
+    for section, keys in _RUN_ONLY.items():
+        for key in keys:
+            config[section].pop(key, None)
     what = {
         "metric": spec.metric,
         "space": {k: p.model_dump(mode="json") for k, p in spec.space.items()},
-        "base": base.config.model_dump(mode="json"),
+        "base": config,
     }
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
     return f"{spec.base.stem}-{digest}"
