@@ -22,11 +22,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from finalmlp.schema.base import StrictModel
+from finalmlp.schema.models import (
+    AutoIntConfig,
+    DCNConfig,
+    DCNv2Config,
+    DeepFMConfig,
+    DNNConfig,
+    DualMLPConfig,
+    FinalMLPConfig,
+    FinalNetConfig,
+    FMConfig,
+    LowRankMixtureConfig,
+    LRConfig,
+    MLPConfig,
+    ModelConfig,
+    WideDeepConfig,
+    XDeepFMConfig,
+)
 
 
 # ----------------------------------------------------------------------------- features
@@ -255,210 +270,6 @@ def _check_share(
         )
 
 
-# ----------------------------------------------------------------------------- models
-class MLPConfig(StrictModel):
-    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_norm: bool = False
-
-
-class FinalMLPConfig(StrictModel):
-    """FinalMLP (Mao et al., AAAI 2023). The MLP and gate widths default to the paper's Frappe_x1
-    settings; heads (1) and gate contexts (none) default to the plainest form: set them."""
-
-    name: Literal["finalmlp"] = "finalmlp"
-    embedding_dim: int = Field(10, gt=0)
-    mlp1: MLPConfig = MLPConfig(hidden_units=[400], dropout=0.4, batch_norm=True)
-    mlp2: MLPConfig = MLPConfig(hidden_units=[100], dropout=0.4, batch_norm=True)
-    use_fs: bool = True
-    fs_hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [400])
-    fs1_context: list[str] = Field(default_factory=list)
-    fs2_context: list[str] = Field(default_factory=list)
-    num_heads: int = Field(1, gt=0)
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> FinalMLPConfig:
-        for key in ("fs1_context", "fs2_context"):
-            names = getattr(self, key)
-            if len(set(names)) != len(names):
-                raise ValueError(f"{key} lists a feature twice: {names}")
-        d1, d2 = self.mlp1.hidden_units[-1], self.mlp2.hidden_units[-1]
-        if d1 % self.num_heads or d2 % self.num_heads:
-            raise ValueError(
-                f"num_heads={self.num_heads} must divide both stream widths "
-                f"(mlp1 ends with {d1}, mlp2 with {d2}); pick a common divisor such as "
-                f"{_common_divisors(d1, d2)}"
-            )
-        return self
-
-
-class DualMLPConfig(StrictModel):
-    """DualMLP: two MLPs over the same embeddings, each to one logit, summed."""
-
-    name: Literal["dualmlp"] = "dualmlp"
-    embedding_dim: int = Field(10, gt=0)
-    mlp1: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.2, batch_norm=True)
-    mlp2: MLPConfig = MLPConfig(hidden_units=[400], dropout=0.2, batch_norm=True)
-
-
-class LRConfig(StrictModel):
-    """Logistic regression over the same fields: the baseline."""
-
-    name: Literal["lr"] = "lr"
-
-
-# ---- model zoo: FM, DNN, Wide&Deep, DeepFM, DCN, DCNv2
-# Defaults are the BARS Frappe_x1 tuned settings (configs/frappe_x1_<name>.yaml cite the source).
-class FMConfig(StrictModel):
-    """FM (Rendle, ICDM 2010): first-order weights plus pairwise inner products of embeddings."""
-
-    name: Literal["fm"] = "fm"
-    embedding_dim: int = Field(10, gt=0)
-
-
-class DNNConfig(StrictModel):
-    """DNN: one MLP over the flat embeddings, to one logit."""
-
-    name: Literal["dnn"] = "dnn"
-    embedding_dim: int = Field(10, gt=0)
-    mlp: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.2, batch_norm=True)
-
-
-class WideDeepConfig(StrictModel):
-    """Wide & Deep (Cheng et al., DLRS 2016): logistic regression plus a DNN logit."""
-
-    name: Literal["widedeep"] = "widedeep"
-    embedding_dim: int = Field(10, gt=0)
-    mlp: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.6, batch_norm=True)
-
-
-class DeepFMConfig(StrictModel):
-    """DeepFM (Guo et al., IJCAI 2017): FM and a DNN over the same embeddings, logits summed."""
-
-    name: Literal["deepfm"] = "deepfm"
-    embedding_dim: int = Field(10, gt=0)
-    mlp: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.2, batch_norm=True)
-
-
-class DCNConfig(StrictModel):
-    """DCN (Wang et al., ADKDD 2017): a cross network beside a DNN, concatenated to one logit."""
-
-    name: Literal["dcn"] = "dcn"
-    embedding_dim: int = Field(10, gt=0)
-    num_cross_layers: int = Field(3, gt=0)
-    mlp: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.2, batch_norm=True)
-
-
-class LowRankMixtureConfig(StrictModel):
-    """DCNv2's cross layers as a mixture of low-rank experts (the paper's DCN-Mix)."""
-
-    low_rank: int = Field(32, gt=0)
-    num_experts: int = Field(4, gt=0)
-
-
-class DCNv2Config(StrictModel):
-    """DCNv2 (Wang et al., WWW 2021): full-rank cross network, then (stacked) or beside
-    (parallel) a DNN, or alone (crossnet_only; ``mlp`` is then unused). Set
-    ``low_rank_mixture`` for the mixture of low-rank experts instead of full-rank layers."""
-
-    name: Literal["dcnv2"] = "dcnv2"
-    embedding_dim: int = Field(10, gt=0)
-    structure: Literal["stacked", "parallel", "crossnet_only"] = "parallel"
-    num_cross_layers: int = Field(4, gt=0)
-    mlp: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.4, batch_norm=True)
-    low_rank_mixture: LowRankMixtureConfig | None = None
-
-
-# ---- model zoo: xDeepFM, AutoInt+, FinalNet
-# Defaults are the BARS Frappe_x1 tuned settings (configs/frappe_x1_<name>.yaml cite the source).
-class XDeepFMConfig(StrictModel):
-    """xDeepFM (Lian et al., KDD 2018): linear part + CIN + DNN, logits summed. Every CIN layer
-    keeps all its feature maps (no split-half, as FuxiCTR); ``mlp: null`` drops the DNN."""
-
-    name: Literal["xdeepfm"] = "xdeepfm"
-    embedding_dim: int = Field(10, gt=0)
-    cin_hidden_units: list[Annotated[int, Field(gt=0)]] = Field(
-        default_factory=lambda: [64], min_length=1
-    )
-    mlp: MLPConfig | None = MLPConfig(hidden_units=[400, 400, 400], dropout=0.2, batch_norm=True)
-
-
-class AutoIntConfig(StrictModel):
-    """AutoInt+ (Song et al., CIKM 2019): self-attention layers over the field embeddings plus a
-    DNN (``mlp: null``: plain AutoInt), optionally a first-order part (``use_wide``).
-    ``attention_dim`` is a layer's output width, all heads together (as FuxiCTR)."""
-
-    name: Literal["autoint"] = "autoint"
-    embedding_dim: int = Field(10, gt=0)
-    num_layers: int = Field(5, gt=0)
-    attention_dim: int = Field(128, gt=0)
-    num_heads: int = Field(4, gt=0)
-    attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the attention weights
-    use_residual: bool = True
-    use_scale: bool = True  # scores / sqrt(attention_dim / num_heads)
-    layer_norm: bool = True
-    use_wide: bool = False
-    mlp: MLPConfig | None = MLPConfig(hidden_units=[400, 400, 400], dropout=0.1, batch_norm=True)
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> AutoIntConfig:
-        if self.attention_dim % self.num_heads:
-            divisors = [h for h in range(1, self.attention_dim + 1) if self.attention_dim % h == 0]
-            raise ValueError(
-                f"num_heads={self.num_heads} must divide attention_dim={self.attention_dim}; "
-                f"pick one of {divisors[:8]} or change attention_dim"
-            )
-        return self
-
-
-class FinalNetConfig(StrictModel):
-    """FinalNet (Zhu et al., SIGIR 2023): MLP-like blocks of factorized interaction layers.
-    ``1B``: block1 alone (``block2`` is then unused); ``2B``: block1 (on the gated embeddings)
-    and block2 (on the plain ones), logits averaged, trained with self-distillation.
-    ``residual_type: concat`` needs even widths (half the layer is the product)."""
-
-    name: Literal["finalnet"] = "finalnet"
-    embedding_dim: int = Field(10, gt=0)
-    block_type: Literal["1B", "2B"] = "2B"
-    block1: MLPConfig = MLPConfig(hidden_units=[400, 400], dropout=0.1, batch_norm=True)
-    block2: MLPConfig = MLPConfig(hidden_units=[400], dropout=0.1, batch_norm=True)
-    use_feature_gating: bool = True  # block1 only
-    residual_type: Literal["concat", "sum"] = "concat"
-
-    @model_validator(mode="after")
-    def _blocks_fit(self) -> FinalNetConfig:
-        blocks = ("block1", "block2") if self.block_type == "2B" else ("block1",)
-        for key in blocks if self.residual_type == "concat" else ():
-            odd = [u for u in getattr(self, key).hidden_units if u % 2]
-            if odd:
-                raise ValueError(
-                    f"{key}.hidden_units has odd widths {odd}; residual_type 'concat' splits "
-                    "each layer in two halves: use even widths or residual_type: sum"
-                )
-        return self
-
-
-ModelConfig = Annotated[
-    FinalMLPConfig
-    | DualMLPConfig
-    | LRConfig
-    | FMConfig
-    | DNNConfig
-    | WideDeepConfig
-    | DeepFMConfig
-    | DCNConfig
-    | DCNv2Config
-    | XDeepFMConfig
-    | AutoIntConfig
-    | FinalNetConfig,
-    Field(discriminator="name"),
-]
-
-
-def _common_divisors(a: int, b: int) -> list[int]:
-    return [h for h in range(1, min(a, b) + 1) if a % h == 0 and b % h == 0][:8]
-
-
 # ----------------------------------------------------------------------------- training
 MonitorMetric = Literal["auc", "logloss", "gauc"]
 
@@ -526,3 +337,36 @@ class ExperimentConfig(StrictModel):
                             f"expected one of {names}"
                         )
         return self
+
+
+__all__ = [
+    "AutoIntConfig",
+    "CategoricalFeature",
+    "DCNConfig",
+    "DCNv2Config",
+    "DNNConfig",
+    "DataConfig",
+    "DeepFMConfig",
+    "DualMLPConfig",
+    "ExperimentConfig",
+    "FMConfig",
+    "Feature",
+    "FeatureBase",
+    "FieldRange",
+    "FinalMLPConfig",
+    "FinalNetConfig",
+    "LRConfig",
+    "LibsvmOptions",
+    "LowRankMixtureConfig",
+    "MLPConfig",
+    "ModelConfig",
+    "MonitorMetric",
+    "NumericFeature",
+    "SequenceFeature",
+    "SplitOptions",
+    "StrictModel",
+    "SyntheticOptions",
+    "TrainConfig",
+    "WideDeepConfig",
+    "XDeepFMConfig",
+]
