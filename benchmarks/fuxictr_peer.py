@@ -1,0 +1,364 @@
+"""FuxiCTR 2.3.10's side of bench_vs_fuxictr.py: the same stages as ours_peer.py, run with
+FuxiCTR's own data pipeline, layers, BaseModel and training step; one JSON line out.
+
+Runs inside ``benchmarks/.fuxictr-venv`` (made by ``benchmarks/fuxictr_env.sh``). The wheel
+ships FuxiCTR's layers, BaseModel and data pipeline but not its model zoo, so FinalMLP is
+built here on FuxiCTR's own parts (FeatureEmbedding, MLP_Block, BaseModel), following the
+public model-zoo definition (``model_zoo/FinalMLP/src/FinalMLP.py``) operation for operation:
+per-row gates (a context-free gate repeats its learned vector over the batch, as there), the
+bilinear fusion as two batched matmuls, a sigmoid output and FuxiCTR's BCE loss.
+
+The stages, as FuxiCTR's ``run_expid.py`` runs them:
+
+- preprocess: ``FeatureProcessor`` + ``build_dataset`` from the raw CSVs: Polars reads and
+  counts, the processor fits on train, Ray Data transforms every split into Parquet
+  (``data_root/<dataset_id>/{train,valid,test}.parquet``); Ray is started here with
+  ``num_cpus=--threads`` (FuxiCTR would start it with all cores); rows/s over all rows read;
+- train: ``BaseModel.train_step`` (forward, BCE, embedding regularizer over whole tables,
+  backward, clipping at 10, Adam) over FuxiCTR's shuffled Parquet loader (Ray Data,
+  ``RankDataLoader``) for ``--steps`` batches (0: one epoch), no validation; samples/s over
+  the loop's wall time (the loader object is built before the clock starts);
+- inference: ``BaseModel.predict`` over the test split's loader, batch 4096;
+  ``rows_per_s_model_only``: ``forward`` over the test split's Parquet read into memory;
+- latency: one row of a test batch per call through ``forward`` under ``no_grad``.
+
+Usage (normally through the driver):
+    benchmarks/.fuxictr-venv/bin/python benchmarks/fuxictr_peer.py --dataset frappe_x1 \
+        --data ../shared/data/frappe_x1 --threads 2 --steps 0 --workdir /tmp/fx
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import ray
+import torch
+from fuxictr.features import FeatureMap
+from fuxictr.preprocess import FeatureProcessor, build_dataset
+from fuxictr.pytorch.dataloaders import RankDataLoader
+from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
+from fuxictr.pytorch.models import BaseModel
+from fuxictr.pytorch.torch_utils import seed_everything
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vs_fuxictr_common import (
+    INFERENCE_BATCH,
+    BenchSpec,
+    PeakMemory,
+    bench_spec,
+    count_csv_rows,
+    latency_ms,
+    rate,
+    split_paths,
+    write_result,
+)
+
+Inputs = dict[str, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- model
+class StreamGate(nn.Module):
+    """One stream's feature gate: ``flat * 2 * sigmoid(MLP(context))``, per row.
+
+    The context is the flat embedding of the gate's own context fields (own tables), or a
+    learned zero-initialised vector of size E repeated over the batch when there are none.
+    """
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int,
+        flat_dim: int,
+        hidden_units: list[int],
+        context: list[str],
+    ) -> None:
+        super().__init__()
+        self.context_bias: nn.Parameter | None = None
+        self.context_embedding: FeatureEmbedding | None = None
+        if context:
+            self.context_embedding = FeatureEmbedding(
+                feature_map, embedding_dim, required_feature_columns=context
+            )
+        else:
+            self.context_bias = nn.Parameter(torch.zeros(1, embedding_dim))
+        self.mlp = MLP_Block(
+            input_dim=embedding_dim * max(1, len(context)),
+            output_dim=flat_dim,
+            hidden_units=hidden_units,
+            hidden_activations="ReLU",
+            output_activation="Sigmoid",
+            batch_norm=False,
+        )
+
+    def forward(self, inputs: Inputs, flat: torch.Tensor) -> torch.Tensor:
+        if self.context_bias is not None:
+            context = self.context_bias.repeat(flat.size(0), 1)  # (B, E)
+        else:
+            assert self.context_embedding is not None
+            context = self.context_embedding(inputs).flatten(start_dim=1)  # (B, F_ctx*E)
+        return flat * (2 * self.mlp(context))  # (B, F*E)
+
+
+class MultiHeadBilinearFusion(nn.Module):
+    """``w1.o1 + w2.o2 + sum_h o1_h^T W_h o2_h`` (+ biases): (B, d1), (B, d2) -> (B, 1)."""
+
+    def __init__(self, dim1: int, dim2: int, num_heads: int) -> None:
+        super().__init__()
+        if dim1 % num_heads or dim2 % num_heads:
+            raise SystemExit(f"num_heads={num_heads} must divide {dim1} and {dim2}")
+        self.num_heads, self.head1, self.head2 = num_heads, dim1 // num_heads, dim2 // num_heads
+        self.linear1 = nn.Linear(dim1, 1)
+        self.linear2 = nn.Linear(dim2, 1)
+        self.bilinear = nn.Parameter(torch.empty(num_heads * self.head1 * self.head2, 1))
+        nn.init.xavier_normal_(self.bilinear)
+
+    def forward(self, o1: torch.Tensor, o2: torch.Tensor) -> torch.Tensor:
+        heads1 = o1.view(-1, self.num_heads, 1, self.head1)  # (B, H, 1, d1/H)
+        heads2 = o2.view(-1, self.num_heads, self.head2, 1)  # (B, H, d2/H, 1)
+        weight = self.bilinear.view(self.num_heads, self.head1, self.head2)
+        pairs = torch.matmul(torch.matmul(heads1, weight), heads2)  # (B, H, 1, 1)
+        return self.linear1(o1) + self.linear2(o2) + pairs.sum(dim=1).view(-1, 1)
+
+
+class FinalMLP(BaseModel):
+    """FinalMLP on FuxiCTR's BaseModel: Adam, BCE on sigmoid outputs, embedding L2."""
+
+    def __init__(self, feature_map: FeatureMap, spec: BenchSpec, model_root: str) -> None:
+        super().__init__(
+            feature_map,
+            model_id="FinalMLP",
+            gpu=-1,
+            embedding_regularizer=spec.embedding_l2,
+            net_regularizer=0,
+            verbose=0,
+            model_root=model_root,
+            metrics=["AUC", "logloss"],
+        )
+        dim = spec.embedding_dim
+        flat_dim = dim * feature_map.num_fields
+        self.embedding_layer = FeatureEmbedding(feature_map, dim)
+        self.mlp1 = self._stream(flat_dim, list(spec.mlp1), spec.mlp1_dropout, spec.batch_norm)
+        self.mlp2 = self._stream(flat_dim, list(spec.mlp2), spec.mlp2_dropout, spec.batch_norm)
+        hidden = list(spec.fs_hidden)
+        self.gate1 = StreamGate(feature_map, dim, flat_dim, hidden, list(spec.fs1_context))
+        self.gate2 = StreamGate(feature_map, dim, flat_dim, hidden, list(spec.fs2_context))
+        self.fusion = MultiHeadBilinearFusion(spec.mlp1[-1], spec.mlp2[-1], spec.num_heads)
+        self.compile("adam", "binary_crossentropy", spec.learning_rate)
+        self.reset_parameters()
+        self.model_to_device()
+
+    @staticmethod
+    def _stream(flat_dim: int, units: list[int], dropout: float, batch_norm: bool) -> MLP_Block:
+        return MLP_Block(
+            input_dim=flat_dim,
+            output_dim=None,
+            hidden_units=units,
+            hidden_activations="ReLU",
+            output_activation=None,
+            dropout_rates=dropout,
+            batch_norm=batch_norm,
+        )
+
+    def forward(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        features = self.get_inputs(inputs)
+        flat = self.embedding_layer(features).flatten(start_dim=1)  # (B, F*E)
+        logit = self.fusion(
+            self.mlp1(self.gate1(features, flat)), self.mlp2(self.gate2(features, flat))
+        )
+        return {"y_pred": self.output_activation(logit)}  # (B, 1)
+
+
+# ----------------------------------------------------------------------------- stages
+def feature_cols(spec: BenchSpec) -> list[dict[str, Any]]:
+    cols: list[dict[str, Any]] = []
+    for column in spec.fields:
+        if column.kind == "categorical":
+            cols.append({"name": column.name, "active": True, "dtype": "str",
+                         "type": "categorical", "min_categr_count": column.min_count})  # fmt: skip
+        else:
+            cols.append({"name": column.name, "active": True, "dtype": "float",
+                         "type": "numeric", "normalizer": "StandardScaler"})  # fmt: skip
+    return cols
+
+
+def preprocess(spec: BenchSpec, paths: dict[str, Path], root: Path) -> tuple[FeatureMap, dict]:
+    """FeatureProcessor + build_dataset, as run_expid.py does for ``data_format: csv``."""
+    dataset_id = spec.dataset.replace("-", "_")
+    encoder = FeatureProcessor(
+        feature_cols=feature_cols(spec),
+        label_col={"name": spec.label, "dtype": "float"},
+        dataset_id=dataset_id,
+        data_root=str(root),
+    )
+    train, valid, test = build_dataset(
+        encoder,
+        train_data=str(paths["train"]),
+        valid_data=str(paths["valid"]),
+        test_data=str(paths["test"]),
+        data_format="csv",
+    )
+    feature_map = FeatureMap(dataset_id, str(root / dataset_id))
+    feature_map.load(
+        str(root / dataset_id / "feature_map.json"), {"embedding_dim": spec.embedding_dim}
+    )
+    return feature_map, {"train": train, "valid": valid, "test": test}
+
+
+def train_loop(model: FinalMLP, loader: Any, spec: BenchSpec, steps: int) -> dict[str, Any]:
+    """``steps`` of BaseModel.train_step (0: one epoch), as BaseModel.train_epoch runs them."""
+    wanted = len(loader) if steps == 0 else min(steps, len(loader))
+    model._max_gradient_norm = spec.max_grad_norm  # what BaseModel.fit sets before its epochs
+    model.train()
+    label = model.feature_map.labels[0]
+    samples, loss, done = 0, float("nan"), 0
+    started = time.perf_counter()
+    batches = iter(loader)
+    for step, batch in enumerate(batches, start=1):
+        loss = model.train_step(batch).item()
+        samples += int(batch[label].shape[0])
+        done = step
+        if step == wanted:
+            break
+    seconds = time.perf_counter() - started
+    del batches
+    return {
+        "steps": done,
+        "samples": samples,
+        "seconds": round(seconds, 3),
+        "samples_per_s": rate(samples, seconds),
+        "last_loss": loss,
+    }
+
+
+def inference(model: FinalMLP, loader: Any, parquet: str) -> tuple[dict[str, Any], Inputs]:
+    """BaseModel.predict over the test loader, and ``forward`` over the same rows held in
+    memory (``rows_per_s_model_only``); also returns the first batch (for latency)."""
+    model.eval()
+    first = next(iter(loader))
+    with torch.no_grad():
+        model.forward(first)  # warm-up
+    tick = time.perf_counter()
+    scores = model.predict(loader)
+    seconds = time.perf_counter() - tick
+    table = pl.read_parquet(parquet)
+    columns = {name: torch.from_numpy(table[name].to_numpy()) for name in first}
+    rows = table.height
+    tick = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, rows, INFERENCE_BATCH):
+            batch = {
+                name: tensor[start : start + INFERENCE_BATCH] for name, tensor in columns.items()
+            }
+            model.forward(batch)["y_pred"].data.cpu().numpy()
+    model_only = time.perf_counter() - tick
+    report = {
+        "rows": len(scores),
+        "batch_size": INFERENCE_BATCH,
+        "seconds": round(seconds, 3),
+        "rows_per_s": rate(len(scores), seconds),
+        "rows_per_s_model_only": rate(rows, model_only),
+    }
+    return report, first
+
+
+def single_row_latency(model: FinalMLP, batch: Inputs, calls: int) -> dict[str, Any]:
+    model.eval()
+    size = len(next(iter(batch.values())))
+
+    def score(i: int) -> np.ndarray:
+        row = {name: tensor[i % size : i % size + 1] for name, tensor in batch.items()}
+        with torch.no_grad():
+            return model.forward(row)["y_pred"].data.cpu().numpy()
+
+    return latency_ms(score, calls)
+
+
+def start_ray(threads: int) -> None:
+    """Ray as FuxiCTR starts it, but with ``threads`` CPUs (FuxiCTR would take all cores)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(
+        num_cpus=threads,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, choices=("frappe_x1", "criteo-like"))
+    parser.add_argument("--data", type=Path, required=True, help="folder of train/valid/test.csv")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--steps", type=int, default=0, help="training steps; 0: one epoch")
+    parser.add_argument("--latency-calls", type=int, default=1000)
+    parser.add_argument("--workdir", type=Path, help="FuxiCTR's data_root/model_root (fresh)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fuxictr-peer-"))
+    if (workdir / "data").exists():
+        raise SystemExit(
+            f"{workdir}/data exists: FuxiCTR would skip preprocessing; use a new --workdir"
+        )
+    spec = bench_spec(args.dataset, args.data)
+    paths = split_paths(args.data)
+    rows = sum(count_csv_rows(p) for p in paths.values())
+    seed_everything(spec.seed)
+
+    with PeakMemory() as memory:
+        tick = time.perf_counter()
+        start_ray(args.threads)
+        feature_map, parquet = preprocess(spec, paths, workdir / "data")
+        seconds = time.perf_counter() - tick
+    prep = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rate(rows, seconds)}
+    prep.update(memory.report())
+
+    model = FinalMLP(feature_map, spec, str(workdir / "models"))
+    train_gen, _ = RankDataLoader(
+        feature_map, stage="train", train_data=parquet["train"], batch_size=spec.batch_size,
+        shuffle=True, data_format="csv",
+    )  # fmt: skip
+    with PeakMemory() as memory:
+        train = train_loop(model, train_gen, spec, args.steps)
+    train.update(memory.report())
+
+    test_gen = RankDataLoader(
+        feature_map, stage="test", test_data=parquet["test"], batch_size=INFERENCE_BATCH,
+        shuffle=False, data_format="csv",
+    )  # fmt: skip
+    infer, first_batch = inference(model, test_gen, parquet["test"])
+    result = {
+        "impl": "fuxictr",
+        "versions": {
+            name: metadata.version(name) for name in ("fuxictr", "torch", "polars", "ray", "numpy")
+        },
+        "polars_runtime": pl.__version__,
+        "dataset": args.dataset,
+        "threads": args.threads,
+        "torch_threads": torch.get_num_threads(),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "preprocess": prep,
+        "train": train,
+        "inference": infer,
+        "latency": single_row_latency(model, first_batch, args.latency_calls),
+    }
+    ray.shutdown()
+    write_result(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
