@@ -61,7 +61,14 @@ def history_figure(rows: list[TrialRow], metric: str, maximize: bool) -> Figure:
         values = np.array([float(r.value or 0.0) for r in done])
         best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
         axes.scatter(numbers, values, color="#1f77b4", label="complete", zorder=3)
-        axes.step(numbers, best, where="post", color="#d62728", label="best so far")
+        last_trial = max(r.number for r in rows)  # the best holds through later pruned trials
+        axes.step(
+            np.append(numbers, last_trial),
+            np.append(best, best[-1]),
+            where="post",
+            color="#d62728",
+            label="best so far",
+        )
     pruned = [r for r in rows if r.state == "PRUNED" and r.last_report is not None]
     if pruned:
         last = [float(r.last_report or 0.0) for r in pruned]
