@@ -90,6 +90,26 @@ def _published_cells(summary: dict[str, Any], ref: dict[str, Any] | None) -> str
     return f" {float(ref['auc']):.4f} | {logloss_cell} | {delta:+.4f} |"
 
 
+ZOOM_AUC = 0.005  # a second panel zooms on the models this close to the best
+
+
+def _auc_panel(axes: Any, rows: list[dict[str, Any]], reference: dict[str, dict[str, Any]]) -> None:
+    names = [s["model"] for s in rows]
+    means = [s["test_auc"] for s in rows]
+    stds = [s["test_auc_std"] for s in rows]
+    axes.errorbar(means, range(len(names)), xerr=stds, fmt="o", capsize=4, label="ours, mean ± std")
+    points = [(i, float(reference[n]["auc"])) for i, n in enumerate(names) if n in reference]
+    if points:
+        ys, xs = zip(*points, strict=True)
+        axes.scatter(xs, ys, marker="x", color="tab:red", label="published", zorder=3)
+    axes.set_yticks(range(len(names)), names)
+    low = min([m - s for m, s in zip(means, stds, strict=True)] + [p for _, p in points])
+    axes.set_xlim(left=math.floor(low * 1000) / 1000)
+    axes.set_xlabel("test AUC")
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="lower right")
+
+
 def plot_auc(
     path: Path, summary: list[dict[str, Any]], published: dict[str, dict[str, Any]] | None
 ) -> None:
@@ -100,21 +120,14 @@ def plot_auc(
     from matplotlib.figure import Figure
 
     ordered = list(reversed(summary))  # best at the top
-    names = [s["model"] for s in ordered]
-    means = [s["test_auc"] for s in ordered]
-    stds = [s["test_auc_std"] for s in ordered]
-    figure = Figure(figsize=(7, 0.45 * len(names) + 1.5), layout="constrained")
-    axes = figure.add_subplot()
-    axes.errorbar(means, range(len(names)), xerr=stds, fmt="o", capsize=4, label="ours, mean ± std")
-    reference = published or {}
-    points = [(i, float(reference[n]["auc"])) for i, n in enumerate(names) if n in reference]
-    if points:
-        ys, xs = zip(*points, strict=True)
-        axes.scatter(xs, ys, marker="x", color="tab:red", label="published", zorder=3)
-    axes.set_yticks(range(len(names)), names)
-    low = min([m - s for m, s in zip(means, stds, strict=True)] + [p for _, p in points])
-    axes.set_xlim(left=math.floor(low * 200) / 200)
-    axes.set_xlabel("test AUC")
-    axes.grid(axis="x", alpha=0.3)
-    axes.legend(loc="lower right")
+    best = ordered[-1]["test_auc"]
+    close = [s for s in ordered if s["test_auc"] >= best - ZOOM_AUC]
+    panels = [ordered, close] if len(close) < len(ordered) else [ordered]
+    height = 0.45 * len(ordered) + 1.5
+    figure = Figure(figsize=(7 * len(panels), height), layout="constrained")
+    for index, rows in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        _auc_panel(axes, rows, published or {})
+        if index:
+            axes.set_title(f"within {ZOOM_AUC} of the best")
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
