@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import polars as pl
 import torch
 import yaml
+from provenance import commit
 
 from finalmlp.bundle import load_run
 from finalmlp.config import parse_config
@@ -188,17 +188,6 @@ def machine() -> dict[str, Any]:
         "polars": pl.__version__,
         "load_average_at_start": os.getloadavg(),
     }
-
-
-def commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, text=True, capture_output=True).stdout.strip()  # fmt: skip
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from provenance import commit
 from vs_fuxictr_common import (
     DATASETS,
     FEATURES_FILE,
@@ -285,17 +286,6 @@ def print_table(summary: dict[str, Any]) -> None:
     params = {impl: best[impl]["num_parameters"] for impl in IMPLS}
     gap = params["finalmlp"] - params["fuxictr"]
     print(f"parameters: {params} ({'same' if gap == 0 else f'ours {gap:+,}'})")
-
-
-def commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, text=True, capture_output=True).stdout.strip()  # fmt: skip
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
