@@ -7,6 +7,7 @@ from conftest import random_batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
 from finalmlp.models.layers import (
+    Dropout,
     MLP,
     FeatureEmbedding,
     FeatureGate,
@@ -126,3 +127,42 @@ def test_mlp_layer_order_and_output() -> None:
         "Linear",
     ]  # fmt: skip
     assert mlp(torch.randn(5, 8)).shape == (5, 1)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.4])
+def test_dropout_keeps_each_element_with_probability_one_minus_p(p: float) -> None:
+    torch.manual_seed(0)
+    layer = Dropout(p).train()
+    x = torch.ones(2000, 401)  # odd element count: the 4-per-draw packing has a remainder
+    out = layer(x)
+    kept = out != 0
+    # each 16-bit lane of the 64-bit draws (columns cycle through the lanes) keeps 1 - p
+    for lane in range(4):
+        lane_rate = kept.flatten()[lane::4].float().mean().item()
+        assert abs(lane_rate - (1 - p)) < 0.006
+    # kept values are scaled so the expectation is unchanged
+    scale = out[kept].unique()
+    assert scale.numel() == 1
+    assert abs(out.mean().item() - 1.0) < 0.01
+    assert abs(scale.item() * (1 - p) - 1.0) < 1e-4
+
+
+def test_dropout_gradient_is_mask_times_scale_and_seeded() -> None:
+    layer = Dropout(0.3).train()
+    x = torch.randn(64, 50, requires_grad=True)
+    torch.manual_seed(7)
+    out = layer(x)
+    out.backward(torch.ones_like(out))
+    assert x.grad is not None
+    ratio = torch.where(out != 0, out / x, torch.zeros_like(out))
+    assert torch.allclose(x.grad, ratio, atol=1e-5)  # d out / d x = keep * scale
+    torch.manual_seed(7)
+    assert torch.equal(layer(x), out)  # same seed, same mask
+    assert not torch.equal(layer(x), out)  # the generator moved on
+
+
+def test_dropout_is_identity_in_eval_and_with_p_zero() -> None:
+    x = torch.randn(8, 5)
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.count_nonzero(Dropout(1.0).train()(x)) == 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ from finalmlp.schema import CategoricalFeature, Feature, NumericFeature, Sequenc
 STATE_VERSION = 2
 _FEATURES = TypeAdapter(list[Feature])
 _Dtype = pl.DataType | DataTypeClass  # a Polars dtype, instance (List(...)) or class (String)
+# Values per feature that streamed fitting samples for quantile bucket edges.
+QUANTILE_SAMPLE = 1_000_000
 MISSING_BUCKET = "null"  # log_square token of a missing value: no number collides with it
 # Spellings of booleans in text files (Polars/Spark write true, pandas True) -> Arrow's text.
 _BOOLEAN_TEXT = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false"}
@@ -104,34 +106,59 @@ class FeatureProcessor:
     # ------------------------------------------------------------------ fit
     def fit(self, df: pl.DataFrame) -> FeatureProcessor:
         """Learn tables and statistics from the train split."""
-        check_columns(df, self.columns, where="the training data")
-        if df.height == 0:
+        return self.fit_chunks([df], quantile_sample=None)
+
+    def fit_chunks(
+        self, chunks: Iterable[pl.DataFrame], quantile_sample: int | None = QUANTILE_SAMPLE
+    ) -> FeatureProcessor:
+        """Learn tables and statistics from the train split given as chunks of rows (e.g. one
+        file at a time), holding one chunk at a time: value counts, moments and min/max are
+        merged exactly; quantile bucket edges come from a uniform sample of up to
+        ``quantile_sample`` values per feature (exact while the split has no more values, or
+        with None). One chunk gives the same result as ``fit``.
+        """
+        rows = 0
+        moments: dict[str, _Moments] = {n.name: _Moments() for n in self.numeric_features}
+        samples: dict[str, _Reservoir] = {}
+        counts: dict[str, _TokenCounts] = {}
+        for index, df in enumerate(chunks):
+            where = "the training data" if index == 0 else f"training chunk {index + 1}"
+            check_columns(df, self.columns, where=where)
+            rows += df.height
+            if df.height == 0:
+                continue
+            for num in self.numeric_features:
+                moments[num.name].add(numeric_column(df, num))
+            for feat in self.features:
+                if isinstance(feat, NumericFeature) and feat.bucketize == "quantile":
+                    reservoir = samples.setdefault(feat.name, _Reservoir(quantile_sample))
+                    reservoir.add(numeric_column(df, feat).to_numpy())
+                elif not (isinstance(feat, NumericFeature) and not feat.bucketize):
+                    owner = self._table_owner(feat)
+                    counts.setdefault(owner, _TokenCounts()).add(self._tokens(df, feat))
+        if rows == 0:
             raise DataError("cannot fit the feature processor on 0 rows of training data")
-        self.numeric_stats_: dict[str, dict[str, float]] = {}
-        self.bucket_edges_: dict[str, list[float]] = {}
-        for num in self.numeric_features:
-            self.numeric_stats_[num.name] = _numeric_stats(numeric_column(df, num))
-        tokens: dict[str, list[pl.Series]] = {}
-        for feat in self.features:
-            if isinstance(feat, NumericFeature) and feat.bucketize == "quantile":
-                self.bucket_edges_[feat.name] = _quantile_edges(
-                    numeric_column(df, feat), feat.num_buckets
-                )
-            elif not (isinstance(feat, NumericFeature) and not feat.bucketize):
-                tokens.setdefault(self._table_owner(feat), []).append(self._tokens(df, feat))
+        self.numeric_stats_ = {name: m.stats() for name, m in moments.items()}
+        self.bucket_edges_ = {
+            name: _quantile_edges(r.values(), self._feature(name).num_buckets)  # type: ignore[union-attr]
+            for name, r in samples.items()
+        }
         self.tables_: dict[str, IdTable] = {}
         for feat in self.features:
-            if feat.name in tokens or feat.name in self.bucket_edges_:
-                self.tables_[feat.name] = self._fit_table(feat, tokens.get(feat.name, []))
+            if feat.name in counts or feat.name in self.bucket_edges_:
+                self.tables_[feat.name] = self._fit_table(feat, counts.get(feat.name))
         return self
 
-    def _fit_table(self, owner: Feature, token_lists: list[pl.Series]) -> IdTable:
+    def _feature(self, name: str) -> Feature:
+        return next(f for f in self.features if f.name == name)
+
+    def _fit_table(self, owner: Feature, counts: _TokenCounts | None) -> IdTable:
         if isinstance(owner, NumericFeature) and owner.bucketize == "quantile":
             return IdTable(owner.name, num_buckets=len(self.bucket_edges_[owner.name]) + 1)
         if isinstance(owner, CategoricalFeature) and owner.hash_buckets is not None:
             return IdTable(owner.name, hash_buckets=owner.hash_buckets)
-        all_tokens = pl.concat([t.rename("value") for t in token_lists])
-        return IdTable.fit(owner.name, all_tokens, owner.min_count)
+        assert counts is not None
+        return IdTable.from_counts(owner.name, counts.total(), owner.min_count)
 
     def _tokens(self, df: pl.DataFrame, feat: Feature) -> pl.Series:
         """All string tokens of a categorical-like feature (sequence items flattened)."""
@@ -325,22 +352,87 @@ def numeric_column(df: pl.DataFrame, feat: NumericFeature) -> pl.Series:
     return finite_values(df, feat).fill_null(feat.fill_value)
 
 
-def _numeric_stats(values: pl.Series) -> dict[str, float]:
-    arr = values.to_numpy()
-    finite = arr[np.isfinite(arr)]
-    if finite.size == 0:
-        finite = np.zeros(1)
-    return {
-        "mean": float(finite.mean()),
-        "std": float(finite.std()),
-        "min": float(finite.min()),
-        "max": float(finite.max()),
-    }
+class _Moments:
+    """Count, mean, sum of squared deviations, min and max of finite values, merged chunk by
+    chunk (Chan et al.'s parallel update); with no finite value the stats of a single 0."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+        self.low, self.high = math.inf, -math.inf
+        self.chunks, self.first_std = 0, 0.0
+
+    def add(self, values: pl.Series) -> None:
+        arr = values.to_numpy()
+        finite = arr[np.isfinite(arr)]
+        if finite.size == 0:
+            return
+        n, mean = finite.size, float(finite.mean())
+        self.chunks += 1
+        if self.chunks == 1:
+            self.first_std = float(finite.std())  # one chunk: exactly NumPy's std
+        m2 = float(finite.var()) * n
+        total = self.count + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.mean = mean if self.count == 0 else self.mean + delta * n / total
+        self.count = total
+        self.low, self.high = (
+            min(self.low, float(finite.min())),
+            max(self.high, float(finite.max())),
+        )
+
+    def stats(self) -> dict[str, float]:
+        if self.count == 0:
+            return {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+        std = self.first_std if self.chunks == 1 else math.sqrt(max(self.m2 / self.count, 0.0))
+        return {"mean": self.mean, "std": std, "min": self.low, "max": self.high}
 
 
-def _quantile_edges(values: pl.Series, num_buckets: int) -> list[float]:
+class _Reservoir:
+    """A uniform sample of at most ``size`` values over all chunks (the values with the
+    smallest random keys); every value while there are no more than ``size``."""
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.rng = np.random.default_rng(0)
+        self.kept = np.empty(0)
+        self.keys = np.empty(0)
+
+    def add(self, values: np.ndarray) -> None:
+        self.kept = np.concatenate([self.kept, values.astype(np.float64, copy=False)])
+        self.keys = np.concatenate([self.keys, self.rng.random(len(values))])
+        if self.size is not None and len(self.kept) > self.size:
+            best = np.argpartition(self.keys, self.size)[: self.size]
+            self.kept, self.keys = self.kept[best], self.keys[best]
+
+    def values(self) -> np.ndarray:
+        return self.kept
+
+
+class _TokenCounts:
+    """Value counts of one table's tokens, merged over chunks."""
+
+    def __init__(self) -> None:
+        self.parts: list[pl.DataFrame] = []
+        self.rows = 0
+
+    def add(self, tokens: pl.Series) -> None:
+        counts = tokens.rename("value").value_counts(name="count")
+        self.parts.append(counts.with_columns(pl.col("count").cast(pl.Int64)))
+        self.rows += counts.height
+        if len(self.parts) > 8:
+            self.parts = [self.total()]
+
+    def total(self) -> pl.DataFrame:
+        if len(self.parts) == 1:
+            return self.parts[0]
+        merged = pl.concat(self.parts).group_by("value").agg(pl.col("count").sum())
+        return merged
+
+
+def _quantile_edges(values: np.ndarray, num_buckets: int) -> list[float]:
     qs = np.linspace(0, 1, num_buckets + 1)[1:-1]
-    return sorted(set(np.quantile(values.to_numpy(), qs).tolist()))
+    return sorted(set(np.quantile(values, qs).tolist()))
 
 
 def _log_square_tokens(values: pl.Series) -> pl.Series:

@@ -50,11 +50,16 @@ class IdTable:
     @classmethod
     def fit(cls, name: str, tokens: pl.Series, min_count: int) -> IdTable:
         """Vocabulary of the tokens seen at least ``min_count`` times, most frequent first."""
-        counts = tokens.value_counts(name="count")
+        counts = tokens.rename("value").value_counts(name="count")
+        return cls.from_counts(name, counts, min_count)
+
+    @classmethod
+    def from_counts(cls, name: str, counts: pl.DataFrame, min_count: int) -> IdTable:
+        """As ``fit``, from a frame of ``value`` and ``count`` (ties: value order)."""
         kept = counts.filter(pl.col("count") >= min_count).sort(
-            ["count", tokens.name], descending=[True, False]
+            ["count", "value"], descending=[True, False]
         )
-        return cls(name=name, values=kept[tokens.name].to_list())
+        return cls(name=name, values=kept["value"].to_list())
 
     def encode(self, tokens: pl.Series) -> np.ndarray:
         """Ids of string tokens (int32); unseen and rare values get OOV_ID."""

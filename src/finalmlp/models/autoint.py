@@ -24,7 +24,7 @@ from finalmlp.batch import Batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
 from finalmlp.models.base import CTRModel
-from finalmlp.models.layers import MLP, FeatureEmbedding, reset_linear_layers
+from finalmlp.models.layers import MLP, Dropout, FeatureEmbedding, reset_linear_layers
 from finalmlp.schema import AutoIntConfig
 
 
@@ -60,7 +60,7 @@ class MultiHeadSelfAttention(nn.Module):
             if use_residual and input_dim != attention_dim
             else None
         )
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.dropout = Dropout(dropout) if dropout > 0 else None
         self.norm = nn.LayerNorm(attention_dim) if layer_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

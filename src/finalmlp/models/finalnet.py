@@ -24,7 +24,7 @@ from finalmlp.batch import Batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
 from finalmlp.models.base import CTRModel
-from finalmlp.models.layers import FeatureEmbedding, reset_linear_layers
+from finalmlp.models.layers import Dropout, FeatureEmbedding, reset_linear_layers
 from finalmlp.schema import FinalNetConfig, MLPConfig
 
 
@@ -68,7 +68,7 @@ class FinalBlock(nn.Module):
                 layers.append(nn.BatchNorm1d(units))
             layers.append(nn.ReLU())
             if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
+                layers.append(Dropout(config.dropout))
             width = units
         self.output_dim = width
         self.layers = nn.Sequential(*layers)
