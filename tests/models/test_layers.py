@@ -7,8 +7,8 @@ from conftest import random_batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
 from finalmlp.models.layers import (
-    Dropout,
     MLP,
+    Dropout,
     FeatureEmbedding,
     FeatureGate,
     InteractionAggregation,

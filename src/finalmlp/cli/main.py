@@ -137,7 +137,7 @@ def preprocess(
 
     cfg = load_config(config)
     data = prepare_data(cfg.data)
-    rows = ", ".join(f"{n} {s.num_rows:,}" for n, s in data.splits.items())
+    rows = ", ".join(f"{name} {count:,}" for name, count in data.rows.items())
     source = "already cached" if data.from_cache else f"encoded in {data.seconds:.1f} s"
     out.print(f"{rows} rows {source}: {cache_root(cfg.data) / cache_key(cfg.data)}")
 

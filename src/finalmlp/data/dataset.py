@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,9 @@ from finalmlp.errors import DataError
 from finalmlp.features.processor import STATE_VERSION, EncodedFeatures, FeatureProcessor
 from finalmlp.io import atomic_directory, atomic_write_text
 from finalmlp.schema import DataConfig, SplitOptions
+
+if TYPE_CHECKING:  # stream.py imports this module (through the loader)
+    from finalmlp.data.stream import StreamedSplit
 
 SPLITS = ("train", "valid", "test")
 # Bump when reading or encoding code changes what the cached arrays hold for the same config.
@@ -47,10 +50,25 @@ class EncodedSplit:
 
 @dataclass(frozen=True)
 class PreparedData:
+    """The fitted processor and the encoded splits. With ``data.streaming`` the training rows
+    are Parquet shards (``train_stream``) and ``splits`` holds valid and test only."""
+
     processor: FeatureProcessor
     splits: dict[str, EncodedSplit]
     from_cache: bool
     seconds: float
+    train_stream: StreamedSplit | None = None
+
+    @property
+    def train(self) -> EncodedSplit | StreamedSplit:
+        return self.train_stream if self.train_stream is not None else self.splits["train"]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows per split, train first."""
+        out = {"train": self.train.num_rows}
+        out.update({name: s.num_rows for name, s in self.splits.items() if name != "train"})
+        return out
 
 
 def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
@@ -117,10 +135,16 @@ def prepare_data(config: DataConfig, cache: bool = True, mmap: bool = False) -> 
     """Fit on train and encode all splits, or load them from the cache.
 
     Args:
-        cache: read and write the encoded-data cache.
+        cache: read and write the encoded-data cache (always, with ``data.streaming``: the
+            training shards live there).
         mmap: open cached arrays memory-mapped (read-only; rows are read when a batch needs
             them), as every rank does under torchrun. Needs ``cache``.
     """
+    if config.streaming is not None:
+        from finalmlp.data.streaming import prepare_streaming
+
+        # the shards live in the cache: with data.streaming it is always used
+        return prepare_streaming(config, cache_root(config) / cache_key(config), mmap)
     start = time.perf_counter()
     cache_path = cache_root(config) / cache_key(config) if cache else None
     if cache_path is not None and (cache_path / "meta.json").is_file():
@@ -158,9 +182,13 @@ def cache_key(config: DataConfig) -> str:
         "package": __version__,
         "polars": pl.__version__,
     }
+    if config.streaming is not None:
+        from finalmlp.data.streaming import file_states, train_files
+
+        parts["train_files"] = file_states(train_files(config))
     for name in SPLITS:
         path = getattr(config, name)
-        if path is not None and Path(path).exists():
+        if path is not None and Path(path).is_file():
             stat = Path(path).stat()
             parts[name] = [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
     field_map = config.libsvm.field_map if config.libsvm is not None else None

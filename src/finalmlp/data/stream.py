@@ -70,6 +70,7 @@ class StreamedSplit:
         blocks: every row group, in manifest order.
         num_categorical, num_numeric: C and D; sequence_lengths: L per sequence field.
         positives: rows with label 1 (None without labels).
+        buffer_rows: rows of the shuffle window when training on it (data.streaming).
     """
 
     folder: Path
@@ -78,6 +79,7 @@ class StreamedSplit:
     num_numeric: int
     sequence_lengths: tuple[int, ...]
     positives: int | None
+    buffer_rows: int = DEFAULT_BUFFER_ROWS
 
     @property
     def num_rows(self) -> int:
@@ -230,7 +232,7 @@ class StreamingLoader:
             are read in order and rows stay in order.
         seed: base seed.
         rank, world_size: this process's share of the blocks (see the module docstring).
-        buffer_rows: rows of a shuffle window.
+        buffer_rows: rows of a shuffle window (default: the split's).
     """
 
     def __init__(
@@ -241,7 +243,7 @@ class StreamingLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        buffer_rows: int = DEFAULT_BUFFER_ROWS,
+        buffer_rows: int | None = None,
     ) -> None:
         if len(split.blocks) < world_size:
             raise DataError(
@@ -254,7 +256,7 @@ class StreamingLoader:
         self.seed = seed
         self.epoch = 0
         self.rank, self.world_size = rank, world_size
-        self.buffer_rows = max(buffer_rows, batch_size)
+        self.buffer_rows = max(buffer_rows or split.buffer_rows, batch_size)
         self.blocks = split.blocks[rank::world_size]
         lo, hi = part_bounds(batch_size, rank, world_size)
         self.local_batch = hi - lo

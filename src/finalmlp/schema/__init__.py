@@ -167,6 +167,15 @@ class SyntheticOptions(StrictModel):
     seed: int = 2023
 
 
+class StreamingOptions(StrictModel):
+    """Out-of-core training (docs/performance.md): ``train`` is a folder or glob of files read
+    one at a time, encoded once into Parquet shards in the data cache and streamed through a
+    shuffle window while training. valid/test stay in memory."""
+
+    buffer_rows: int = Field(1_000_000, ge=1)  # rows of the shuffle window
+    block_rows: int = Field(65_536, ge=1)  # rows per row group of the encoded shards
+
+
 class DataConfig(StrictModel):
     recipe: str | None = None
     format: Literal["csv", "tsv", "parquet", "libsvm", "libffm", "synthetic"] = "csv"
@@ -191,6 +200,7 @@ class DataConfig(StrictModel):
     quarantine_dir: Path | None = None
     # Raw label text -> 0/1, e.g. {"no": 0, "yes": 1}; without it labels must be 0/1 or -1/1.
     label_map: dict[str, Literal[0, 1]] | None = None
+    streaming: StreamingOptions | None = None
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -231,6 +241,17 @@ class DataConfig(StrictModel):
             raise ValueError("a file without header needs data.columns (the column names)")
         if self.label_map is not None and not self.label_map:
             raise ValueError("data.label_map is empty; map each raw label to 0 or 1, or remove it")
+        if self.streaming is not None:
+            if self.format not in ("csv", "tsv", "parquet"):
+                raise ValueError(
+                    f"data.streaming reads csv, tsv or parquet files, not {self.format}; "
+                    "convert the data to Parquet, or remove data.streaming"
+                )
+            if self.valid is None or self.test is None:
+                raise ValueError(
+                    "data.streaming needs data.valid and data.test files (a stream is not split "
+                    "at random); give both"
+                )
         return self
 
     @property
@@ -364,6 +385,7 @@ __all__ = [
     "NumericFeature",
     "SequenceFeature",
     "SplitOptions",
+    "StreamingOptions",
     "StrictModel",
     "SyntheticOptions",
     "TrainConfig",

@@ -90,7 +90,7 @@ def _train(
     prepared: PreparedData | None = None,
 ) -> dict[str, Any]:
     data = prepared if prepared is not None else _prepare(config.data, context)
-    rows = {name: split.num_rows for name, split in data.splits.items()}
+    rows = data.rows
     log = console.print if context.is_main else _silent
     source = "cache" if data.from_cache else "raw files"
     log(
@@ -107,7 +107,7 @@ def _train(
     if resume:
         log(f"resuming from step {start.step}" if start else "no checkpoint found: from step 0")
     trainer = Trainer(model, config.train, context, store, on_validation)
-    result = trainer.fit(data.splits["train"], data.splits["valid"], resume=start)
+    result = trainer.fit(data.train, data.splits["valid"], resume=start)
     metrics: dict[str, Any] = {
         "model": config.model.name,
         "valid": trainer.evaluate(data.splits["valid"]),

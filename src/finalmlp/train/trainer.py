@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
 from finalmlp.data.loader import BatchLoader
+from finalmlp.data.stream import StreamedSplit, StreamingLoader
 from finalmlp.errors import DataError, TrainingError
 from finalmlp.models.base import CTRModel
 from finalmlp.schema import TrainConfig
@@ -94,10 +95,13 @@ class _FitState:
         return total / max(rows, 1.0)
 
 
-def _check_labels(split: EncodedSplit, name: str) -> None:
-    if split.label is None:
+def _check_labels(split: EncodedSplit | StreamedSplit, name: str) -> None:
+    if isinstance(split, StreamedSplit):
+        positives = split.positives
+    else:
+        positives = None if split.label is None else int(split.label.sum())
+    if positives is None:
         raise DataError(f"the {name} split has no labels")
-    positives = int(split.label.sum())
     if positives in (0, split.num_rows):
         only = "1" if positives else "0"
         raise DataError(
@@ -158,18 +162,24 @@ class Trainer:
         self.loss_fn = nn.BCEWithLogitsLoss()
 
     def fit(
-        self, train: EncodedSplit, valid: EncodedSplit, resume: Checkpoint | None = None
+        self,
+        train: EncodedSplit | StreamedSplit,
+        valid: EncodedSplit,
+        resume: Checkpoint | None = None,
     ) -> TrainResult:
         """Train until ``max_epochs`` or early stopping; the best weights are restored.
 
-        With ``resume`` training goes on from that checkpoint exactly as if it had never
-        stopped (same batches, same dropout masks, same decisions).
+        ``train`` in memory is batched by BatchLoader; as Parquet shards (``data.streaming``)
+        it is streamed by StreamingLoader. With ``resume`` training goes on from that
+        checkpoint exactly as if it had never stopped (same batches, same dropout masks, same
+        decisions).
         """
         cfg = self.config
         _check_labels(train, "training")
         _check_labels(valid, "validation")
-        loader = BatchLoader(
-            train,
+        kind = StreamingLoader if isinstance(train, StreamedSplit) else BatchLoader
+        loader = kind(
+            train,  # type: ignore[arg-type]
             cfg.batch_size,
             shuffle=True,
             seed=cfg.seed,
@@ -200,7 +210,7 @@ class Trainer:
     def _run_epoch(
         self,
         epoch: int,
-        loader: BatchLoader,
+        loader: BatchLoader | StreamingLoader,
         valid: EncodedSplit,
         state: _FitState,
         progress: TrainingProgress,
