@@ -97,7 +97,7 @@ def test_every_model_and_input_kind_exports(tmp_path: Path, model: dict) -> None
     rows(61, seed=5).write_csv(tmp_path / "score.csv")
     for batch_size in (1, 7, 16384):  # the batch axis is dynamic: any size, uneven last batch
         onnx_scores, torch_scores = _parity(run_dir, tmp_path / "score.csv", batch_size)
-        assert torch_scores.std() > 0.05
+        assert torch_scores.std() > 0.01  # not constant: rows get different scores
         np.testing.assert_allclose(onnx_scores, torch_scores, rtol=0, atol=1e-5)
 
 

@@ -20,16 +20,28 @@ class CTRModel(nn.Module):
         tensors it kept from that call. None (the default) adds nothing."""
         return None
 
-    def regularization(self, embedding_l2: float, net_l2: float) -> torch.Tensor:
+    def regularization(
+        self, embedding_l2: float, net_l2: float, batch_rows_only: bool = False
+    ) -> torch.Tensor:
         """``l/2 * ||W||^2`` over whole embedding tables and over the network's weights/biases.
 
         As in the reference, embedding tables are penalised in full every step (not only the
         rows of the batch), and the network term covers every ``weight``/``bias`` of the other
-        modules (Linear, BatchNorm, numeric embedding vectors).
+        modules (Linear, BatchNorm, numeric embedding vectors). With ``batch_rows_only``
+        (sparse embeddings) a table's penalty covers only the distinct rows the last training
+        batch looked up (``FeatureEmbedding.batch_l2``), so its gradient stays sparse.
         """
+        from finalmlp.models.layers import FeatureEmbedding
+
         total = torch.zeros((), device=self._device())
         for module in self.modules():
+            if batch_rows_only and isinstance(module, FeatureEmbedding):
+                if embedding_l2 != 0:
+                    total = total + (embedding_l2 / 2.0) * module.batch_l2()
+                continue
             is_table = isinstance(module, nn.Embedding)
+            if is_table and batch_rows_only:
+                continue
             factor = embedding_l2 if is_table else net_l2
             if factor == 0:
                 continue

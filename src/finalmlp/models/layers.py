@@ -81,6 +81,10 @@ class FeatureEmbedding(nn.Module):
         self.seq_offsets = [starts[layout.sequence_tables[i]] for i in seq_cols]
         self.numeric = NumericEmbedding(len(num_cols), embedding_dim) if num_cols else None
         self.padding_rows = [starts[t] for t in used]
+        # With sparse embeddings (train.sparse_embeddings) the trainer sets track_ids: the
+        # rows a training batch looks up are kept for their L2 penalty (batch_l2).
+        self.track_ids = False
+        self._batch_ids: list[torch.Tensor] = []
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -92,7 +96,7 @@ class FeatureEmbedding(nn.Module):
         parts = []
         if self.cat_cols.numel():
             ids = batch.categorical if self.all_categorical else batch.categorical[:, self.cat_cols]
-            parts.append(self.table(ids + self.cat_offsets))  # (B, C, E)
+            parts.append(self._lookup(ids + self.cat_offsets))  # (B, C, E)
         if self.numeric is not None:
             parts.append(self.numeric(batch.numeric[:, self.num_cols]))  # (B, D, E)
         for col, offset in zip(self.seq_cols, self.seq_offsets, strict=True):
@@ -101,8 +105,23 @@ class FeatureEmbedding(nn.Module):
 
     def _pooled(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
         mask = (ids > 0).unsqueeze(-1).to(self.table.weight.dtype)  # (B, L, 1)
-        summed = (self.table(ids + offset) * mask).sum(dim=1)  # (B, E)
+        summed = (self._lookup(ids + offset) * mask).sum(dim=1)  # (B, E)
         return summed / mask.sum(dim=1).clamp(min=1.0)
+
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.track_ids and self.training:
+            self._batch_ids.append(ids.reshape(-1))
+        return self.table(ids)
+
+    def batch_l2(self) -> torch.Tensor:
+        """``||w_r||^2`` summed over the distinct rows looked up since the last call (training
+        batches only, with ``track_ids``): the table's L2 penalty restricted to the rows of the
+        batch, whose gradient is as sparse as the lookup's."""
+        if not self._batch_ids:
+            return torch.zeros((), device=self.table.weight.device)
+        rows = torch.unique(torch.cat(self._batch_ids))
+        self._batch_ids = []
+        return self.table(rows).pow(2).sum()
 
 
 _MASK_LEVELS = 1 << 16  # dropout masks compare 16 random bits with a threshold

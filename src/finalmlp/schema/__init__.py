@@ -306,6 +306,10 @@ class TrainConfig(StrictModel):
     embedding_l2: float = Field(0.0, ge=0)  # lambda/2 * ||W||^2 over whole embedding tables
     net_l2: float = Field(0.0, ge=0)  # same over the network's weights and biases
     max_grad_norm: float | None = Field(10.0, gt=0)
+    # Sparse gradients for embedding tables: SparseAdam updates only the rows of the batch
+    # and embedding_l2 covers only those rows (see finalmlp.train.optim). For tables of
+    # millions of rows; one process only.
+    sparse_embeddings: bool = False
     max_epochs: int = Field(100, ge=1)
     eval_every_steps: int | None = Field(None, gt=0)  # default: once per epoch
     # With --out: a checkpoint at every epoch end, and every N steps when set (for --resume).

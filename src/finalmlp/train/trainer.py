@@ -24,7 +24,7 @@ from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
 from finalmlp.data.loader import BatchLoader
 from finalmlp.data.stream import StreamedSplit, StreamingLoader
-from finalmlp.errors import DataError, TrainingError
+from finalmlp.errors import ConfigError, DataError, TrainingError
 from finalmlp.models.base import CTRModel
 from finalmlp.schema import TrainConfig
 from finalmlp.train.checkpoint import Checkpoint, CheckpointStore
@@ -36,6 +36,7 @@ from finalmlp.train.distributed import (
     sum_over_ranks,
 )
 from finalmlp.train.metrics import compute_metrics
+from finalmlp.train.optim import build_optimizer, clip_gradients
 from finalmlp.train.progress import TrainingProgress
 
 
@@ -157,8 +158,12 @@ class Trainer:
         self.device = next(model.parameters()).device
         # Under torchrun the training forward goes through DDP (gradients averaged across
         # ranks); evaluation and the saved state use the plain model.
+        if config.sparse_embeddings and context.enabled:
+            raise ConfigError(
+                "train.sparse_embeddings works in one process; under torchrun set it to false"
+            )
         self.network: nn.Module = DistributedDataParallel(model) if context.enabled else model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        self.optimizer = build_optimizer(model, config.learning_rate, config.sparse_embeddings)
         self.loss_fn = nn.BCEWithLogitsLoss()
 
     def fit(
@@ -327,12 +332,16 @@ class Trainer:
         # DDP averages gradients over ranks; weighting each rank's mean by its share of the
         # global batch makes that average the gradient of the global mean loss.
         share = batch.size * self.context.world_size / global_rows
-        reg = self.model.regularization(self.config.embedding_l2, self.config.net_l2)
+        sparse = self.config.sparse_embeddings
+        reg = self.model.regularization(self.config.embedding_l2, self.config.net_l2, sparse)
         total = loss * share + reg
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.config.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            if sparse:
+                clip_gradients(self.model.parameters(), self.config.max_grad_norm)
+            else:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         return value
 
