@@ -166,3 +166,40 @@ def test_dropout_is_identity_in_eval_and_with_p_zero() -> None:
     assert torch.equal(Dropout(0.5).eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
     assert torch.count_nonzero(Dropout(1.0).train()(x)) == 0
+
+
+@pytest.mark.parametrize("context", [["user"], ["user", "item"]])
+def test_gate_over_distinct_context_ids_equals_the_per_row_gate(
+    layout: FieldLayout, context: list[str]
+) -> None:
+    """The gate MLP runs once per distinct context id (combination): values and gradients
+    are those of running it on every row."""
+    torch.manual_seed(0)
+    gate = FeatureGate(layout, 4, context_fields=context, hidden_units=[16])
+    with torch.no_grad():
+        gate.context.table.weight.normal_()
+    batch = random_batch(layout, size=64, seed=4)
+    ids = batch.categorical[:, gate.context.cat_cols]
+    assert len(torch.unique(ids, dim=0)) < 64  # repeated contexts: the shortcut is taken
+    weights = torch.randn(64, 4 * layout.num_fields)
+    fast = gate(batch)
+    (fast * weights).sum().backward()
+    fast_grads = [p.grad.clone() for p in gate.parameters()]
+    gate.zero_grad()
+    per_row = 2.0 * torch.sigmoid(gate.mlp(gate.context(batch).flatten(start_dim=1)))
+    (per_row * weights).sum().backward()
+    torch.testing.assert_close(fast, per_row)
+    for got, want in zip(fast_grads, [p.grad for p in gate.parameters()], strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_embedding_lookup_equals_the_table_rows(layout: FieldLayout) -> None:
+    torch.manual_seed(0)
+    emb = FeatureEmbedding(layout, 5)
+    with torch.no_grad():
+        emb.table.weight.normal_()
+    batch = random_batch(layout, size=16)
+    ids = batch.categorical + emb.cat_offsets
+    torch.testing.assert_close(emb(batch)[:, :3], emb.table(ids))
+    emb.table.sparse = True  # the sparse path goes through nn.Embedding itself
+    torch.testing.assert_close(emb(batch)[:, :3], emb.table(ids))
