@@ -280,6 +280,7 @@ class FeatureGate(nn.Module):
         self.mlp = MLP(input_dim, hidden_units, output_dim=gate_dim)
 
     def forward(self, batch: Batch) -> torch.Tensor:
+        context: torch.Tensor
         if self.context is None:
             assert self.context_vector is not None
             context = self.context_vector  # (1, E)
