@@ -20,6 +20,9 @@ The stages, as FuxiCTR's ``run_expid.py`` runs them:
   the loop's wall time (the loader object is built before the clock starts);
 - inference: ``BaseModel.predict`` over the test split's loader, batch 4096;
   ``rows_per_s_model_only``: ``forward`` over the test split's Parquet read into memory;
+- end-to-end scoring: the raw test CSV in, probabilities out (CSV), with the fitted processor
+  and the trained model: FuxiCTR's read + preprocess, its Ray transform to Parquet, its test
+  loader and ``BaseModel.predict`` (``score_file``);
 - latency: one row of a test batch per call through ``forward`` under ``no_grad``.
 
 Usage (normally through the driver):
@@ -45,6 +48,7 @@ import ray
 import torch
 from fuxictr.features import FeatureMap
 from fuxictr.preprocess import FeatureProcessor, build_dataset
+from fuxictr.preprocess.build_dataset import transform as fuxictr_transform
 from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 from fuxictr.pytorch.models import BaseModel
@@ -193,7 +197,9 @@ def feature_cols(spec: BenchSpec) -> list[dict[str, Any]]:
     return cols
 
 
-def preprocess(spec: BenchSpec, paths: dict[str, Path], root: Path) -> tuple[FeatureMap, dict]:
+def preprocess(
+    spec: BenchSpec, paths: dict[str, Path], root: Path
+) -> tuple[FeatureProcessor, FeatureMap, dict]:
     """FeatureProcessor + build_dataset, as run_expid.py does for ``data_format: csv``."""
     dataset_id = spec.dataset.replace("-", "_")
     encoder = FeatureProcessor(
@@ -213,7 +219,27 @@ def preprocess(spec: BenchSpec, paths: dict[str, Path], root: Path) -> tuple[Fea
     feature_map.load(
         str(root / dataset_id / "feature_map.json"), {"embedding_dim": spec.embedding_dim}
     )
-    return feature_map, {"train": train, "valid": valid, "test": test}
+    return encoder, feature_map, {"train": train, "valid": valid, "test": test}
+
+
+def score_file(
+    encoder: FeatureProcessor, feature_map: FeatureMap, model: FinalMLP, raw: Path, out: Path
+) -> dict[str, Any]:
+    """End-to-end batch scoring of a raw CSV with the fitted processor and trained model, as
+    FuxiCTR does it for new data: read + preprocess (Polars), transform to Parquet (Ray),
+    its test loader, ``BaseModel.predict`` in batches of 4096, probabilities written as CSV."""
+    tick = time.perf_counter()
+    ddf = encoder.preprocess(encoder.read_data(str(raw), data_format="csv"))
+    fuxictr_transform(encoder, ddf, split="score")
+    loader = RankDataLoader(
+        feature_map, stage="test", test_data=str(Path(encoder.data_dir) / "score.parquet"),
+        batch_size=INFERENCE_BATCH, shuffle=False, data_format="csv",
+    )  # fmt: skip
+    scores = model.predict(loader)
+    pl.DataFrame({"score": np.asarray(scores, dtype=np.float64)}).write_csv(out)
+    seconds = time.perf_counter() - tick
+    rows = len(scores)
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rate(rows, seconds)}
 
 
 def train_loop(model: FinalMLP, loader: Any, spec: BenchSpec, steps: int) -> dict[str, Any]:
@@ -322,7 +348,7 @@ def main() -> None:
     with PeakMemory() as memory:
         tick = time.perf_counter()
         start_ray(args.threads)
-        feature_map, parquet = preprocess(spec, paths, workdir / "data")
+        encoder, feature_map, parquet = preprocess(spec, paths, workdir / "data")
         seconds = time.perf_counter() - tick
     prep = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rate(rows, seconds)}
     prep.update(memory.report())
@@ -341,6 +367,9 @@ def main() -> None:
         shuffle=False, data_format="csv",
     )  # fmt: skip
     infer, first_batch = inference(model, test_gen, parquet["test"])
+    infer["end_to_end"] = score_file(
+        encoder, feature_map, model, paths["test"], workdir / "scores.csv"
+    )
     result = {
         "impl": "fuxictr",
         "versions": {

@@ -14,6 +14,9 @@ stages with FuxiCTR 2.3.10) with the same arguments. The stages:
   (``serving_model``: gates over one categorical field folded into lookups, then
   ``torch_probabilities``); ``rows_per_s_model_only``: the module as trained (no folding) on
   the same in-memory arrays, the counterpart of FuxiCTR's forward over in-memory tensors;
+- end-to-end scoring: the raw test CSV in, probabilities out (CSV): the trained model saved
+  as a run, then ``predict_file`` (what ``finalmlp predict`` runs: read and encode in chunks,
+  score with the automatically chosen backend, write);
 - latency: one encoded test row per call through the same served model, p50/p99.
 
 Usage (normally through the driver):
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,11 +53,13 @@ from vs_fuxictr_common import (
 )
 
 import finalmlp
+from finalmlp.bundle import save_run
 from finalmlp.config import parse_config
 from finalmlp.data.dataset import EncodedSplit, prepare_data
 from finalmlp.data.loader import BatchLoader
 from finalmlp.features.processor import EncodedFeatures
 from finalmlp.models import build_model
+from finalmlp.predict import predict_file
 from finalmlp.schema import ExperimentConfig
 from finalmlp.serve.fold import serving_model
 from finalmlp.serve.onnx import torch_probabilities
@@ -153,6 +159,19 @@ def inference(model: torch.nn.Module, features: EncodedFeatures) -> dict[str, An
     }
 
 
+def score_file(
+    config: ExperimentConfig, prepared: Any, model: torch.nn.Module, raw: Path, workdir: Path | None
+) -> dict[str, Any]:
+    """The raw test CSV scored end to end as ``finalmlp predict RUN --data FILE`` does it."""
+    work = workdir or Path(tempfile.mkdtemp(prefix="finalmlp-peer-"))
+    run_dir = work / "run"
+    save_run(run_dir, config, prepared.processor, model, {})  # type: ignore[arg-type]
+    tick = time.perf_counter()
+    rows = predict_file(run_dir, raw, work / "scores.csv")
+    seconds = time.perf_counter() - tick
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rate(rows, seconds)}
+
+
 def single_row_latency(model: torch.nn.Module, features: EncodedFeatures, calls: int) -> dict:
     served = serving_model(model)
     rows = features.num_rows
@@ -168,14 +187,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--steps", type=int, default=0, help="training steps; 0: one epoch")
     parser.add_argument("--latency-calls", type=int, default=1000)
-    parser.add_argument("--workdir", type=Path, help="unused (FuxiCTR's peer writes there)")
+    parser.add_argument("--workdir", type=Path, help="where the run and the scores are written")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--sparse-embeddings", action="store_true", help="train.sparse_embeddings")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = bench_spec(args.dataset, args.data)
     paths = split_paths(args.data)
     rows = sum(count_csv_rows(p) for p in paths.values())
     config = experiment_config(spec, paths, args.threads)
+    if args.sparse_embeddings:
+        train_config = config.train.model_copy(update={"sparse_embeddings": True})
+        config = config.model_copy(update={"train": train_config})
 
     with PeakMemory() as memory:
         tick = time.perf_counter()
@@ -192,6 +215,8 @@ def main() -> None:
     train.update(memory.report())
 
     test = prepared.splits["test"].features
+    scoring = inference(model, test)
+    scoring["end_to_end"] = score_file(config, prepared, model, paths["test"], args.workdir)
     result = {
         "impl": "finalmlp",
         "versions": {
@@ -204,9 +229,10 @@ def main() -> None:
         "threads": args.threads,
         "torch_threads": torch.get_num_threads(),
         "num_parameters": sum(p.numel() for p in model.parameters()),
+        "sparse_embeddings": args.sparse_embeddings,
         "preprocess": preprocess,
         "train": train,
-        "inference": inference(model, test),
+        "inference": scoring,
         "latency": single_row_latency(model, test, args.latency_calls),
     }
     write_result(result, args.out)

@@ -113,12 +113,17 @@ def _random_split(
 
 
 def encode_frame(
-    processor: FeatureProcessor, frame: pl.DataFrame, config: DataConfig, *, labelled: bool = True
+    processor: FeatureProcessor,
+    frame: pl.DataFrame,
+    config: DataConfig,
+    *,
+    labelled: bool = True,
+    encoded: EncodedFeatures | None = None,
 ) -> EncodedSplit:
     """Encode one raw frame; with ``labelled`` also its label and group (when present).
 
     Scoring passes ``labelled=False``: neither label nor group is then computed, whatever
-    columns the frame holds.
+    columns the frame holds. ``encoded``: the frame's features already encoded (fit_transform).
     """
     label = None
     if labelled and config.label in frame.columns:
@@ -128,7 +133,8 @@ def encode_frame(
         # Missing ids form one group of their own (a null rank would be cast from NaN).
         keys = frame[config.group].cast(pl.Utf8).fill_null("")
         group = keys.rank("dense").to_numpy().astype(np.int64)
-    return EncodedSplit(processor.transform(frame), label, group)
+    features = encoded if encoded is not None else processor.transform(frame)
+    return EncodedSplit(features, label, group)
 
 
 def prepare_data(config: DataConfig, cache: bool = True, mmap: bool = False) -> PreparedData:
@@ -152,8 +158,12 @@ def prepare_data(config: DataConfig, cache: bool = True, mmap: bool = False) -> 
         if cached is not None:
             return PreparedData(*cached, True, time.perf_counter() - start)
     frames = load_frames(config)
-    processor = FeatureProcessor(config.features).fit(frames["train"])
-    splits = {name: encode_frame(processor, frames[name], config) for name in SPLITS}
+    processor = FeatureProcessor(config.features)
+    train = frames["train"]
+    splits = {
+        "train": encode_frame(processor, train, config, encoded=processor.fit_transform(train))
+    }
+    splits.update({name: encode_frame(processor, frames[name], config) for name in SPLITS[1:]})
     if cache_path is not None:
         try:
             _save_cache(cache_path, processor, splits)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -36,6 +38,8 @@ from finalmlp.schema import CategoricalFeature, Feature, NumericFeature, Sequenc
 STATE_VERSION = 2
 _FEATURES = TypeAdapter(list[Feature])
 _Dtype = pl.DataType | DataTypeClass  # a Polars dtype, instance (List(...)) or class (String)
+_T = TypeVar("_T")
+
 # Values per feature that streamed fitting samples for quantile bucket edges.
 QUANTILE_SAMPLE = 1_000_000
 MISSING_BUCKET = "null"  # log_square token of a missing value: no number collides with it
@@ -129,13 +133,17 @@ class FeatureProcessor:
                 continue
             for num in self.numeric_features:
                 moments[num.name].add(numeric_column(df, num))
+            tokenized = []
             for feat in self.features:
                 if isinstance(feat, NumericFeature) and feat.bucketize == "quantile":
                     reservoir = samples.setdefault(feat.name, _Reservoir(quantile_sample))
                     reservoir.add(numeric_column(df, feat).to_numpy())
                 elif not (isinstance(feat, NumericFeature) and not feat.bucketize):
-                    owner = self._table_owner(feat)
-                    counts.setdefault(owner, _TokenCounts()).add(self._tokens(df, feat))
+                    tokenized.append(feat)
+            # the columns' tokens and value counts in parallel (Polars releases the GIL)
+            found = _parallel(partial(self._counts, df), tokenized)
+            for feat, frame in zip(tokenized, found, strict=True):
+                counts.setdefault(self._table_owner(feat), _TokenCounts()).add_counts(frame)
         if rows == 0:
             raise DataError("cannot fit the feature processor on 0 rows of training data")
         self.numeric_stats_ = {name: m.stats() for name, m in moments.items()}
@@ -160,8 +168,28 @@ class FeatureProcessor:
         assert counts is not None
         return IdTable.from_counts(owner.name, counts.total(), owner.min_count)
 
+    def _counts(self, df: pl.DataFrame, feat: Feature) -> pl.DataFrame:
+        return _value_counts(self._tokens(df, feat))
+
+    def fit_transform(self, df: pl.DataFrame) -> EncodedFeatures:
+        """``fit(df)`` then ``transform(df)``, normalizing each column's tokens once."""
+        self._token_memo: dict[str, pl.Series] | None = {}
+        try:
+            self.fit(df)
+            return self.transform(df)
+        finally:
+            self._token_memo = None
+
     def _tokens(self, df: pl.DataFrame, feat: Feature) -> pl.Series:
         """All string tokens of a categorical-like feature (sequence items flattened)."""
+        memo = getattr(self, "_token_memo", None)
+        if memo is not None and not isinstance(feat, SequenceFeature):
+            if feat.name not in memo:
+                memo[feat.name] = self._column_tokens(df, feat)
+            return memo[feat.name]
+        return self._column_tokens(df, feat)
+
+    def _column_tokens(self, df: pl.DataFrame, feat: Feature) -> pl.Series:
         if isinstance(feat, SequenceFeature):
             return _sequence_lists(df[feat.column], feat).explode().drop_nulls()
         if isinstance(feat, NumericFeature):  # log_square buckets
@@ -175,8 +203,9 @@ class FeatureProcessor:
         check_columns(df, self.columns, where="the data")
         n = df.height
         categorical = np.empty((n, len(self.categorical_features)), dtype=np.int32)
-        for j, feat in enumerate(self.categorical_features):
-            categorical[:, j] = self._encode_categorical(df, feat)
+        columns = _parallel(lambda f: self._encode_categorical(df, f), self.categorical_features)
+        for j, column in enumerate(columns):
+            categorical[:, j] = column
         numeric = np.empty((n, len(self.numeric_features)), dtype=np.float32)
         for j, num in enumerate(self.numeric_features):
             numeric[:, j] = self._scale(num, numeric_column(df, num))
@@ -417,8 +446,11 @@ class _TokenCounts:
         self.rows = 0
 
     def add(self, tokens: pl.Series) -> None:
-        counts = tokens.rename("value").value_counts(name="count")
-        self.parts.append(counts.with_columns(pl.col("count").cast(pl.Int64)))
+        self.add_counts(_value_counts(tokens))
+
+    def add_counts(self, counts: pl.DataFrame) -> None:
+        """Add a frame of ``value`` and ``count`` (from ``_value_counts``)."""
+        self.parts.append(counts)
         self.rows += counts.height
         if len(self.parts) > 8:
             self.parts = [self.total()]
@@ -428,6 +460,21 @@ class _TokenCounts:
             return self.parts[0]
         merged = pl.concat(self.parts).group_by("value").agg(pl.col("count").sum())
         return merged
+
+
+def _value_counts(tokens: pl.Series) -> pl.DataFrame:
+    counts = tokens.rename("value").value_counts(name="count")
+    return counts.with_columns(pl.col("count").cast(pl.Int64))
+
+
+def _parallel(work: Callable[[Any], _T], items: Sequence[Any]) -> list[_T]:
+    """``[work(x) for x in items]`` on Polars' thread count of threads (columns are independent;
+    Polars and NumPy release the GIL); in order."""
+    threads = min(len(items), pl.thread_pool_size())
+    if threads <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="finalmlp-encode") as pool:
+        return list(pool.map(work, items))
 
 
 def _quantile_edges(values: np.ndarray, num_buckets: int) -> list[float]:
