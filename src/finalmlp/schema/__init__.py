@@ -310,6 +310,10 @@ class TrainConfig(StrictModel):
     # and embedding_l2 covers only those rows (see finalmlp.train.optim). For tables of
     # millions of rows; one process only.
     sparse_embeddings: bool = False
+    # Matrix-product precision of training steps: fp32 (as the reference), tf32 (CUDA's
+    # TensorFloat-32 matmuls: a process-wide torch setting), bf16 (autocast of the forward
+    # and loss to bfloat16; weights, optimizer and evaluation stay fp32). For GPUs.
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     max_epochs: int = Field(100, ge=1)
     eval_every_steps: int | None = Field(None, gt=0)  # default: once per epoch
     # With --out: a checkpoint at every epoch end, and every N steps when set (for --resume).

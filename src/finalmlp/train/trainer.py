@@ -164,6 +164,10 @@ class Trainer:
             )
         self.network: nn.Module = DistributedDataParallel(model) if context.enabled else model
         self.optimizer = build_optimizer(model, config.learning_rate, config.sparse_embeddings)
+        if config.precision == "tf32" and self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.autocast = config.precision == "bf16"
         self.loss_fn = nn.BCEWithLogitsLoss()
 
     def fit(
@@ -317,12 +321,13 @@ class Trainer:
     def _train_step(self, batch: Batch, global_rows: int, step: int = 0, epoch: int = 0) -> float:
         """One optimizer step on this rank's rows of a global batch; returns the local loss."""
         batch = batch.to(self.device)
-        logits = self.network(batch)
         label = batch.label
         assert label is not None  # training splits always carry labels
-        loss = self.loss_fn(logits, label)
-        if (extra := self.model.auxiliary_loss(logits, label)) is not None:
-            loss = loss + extra
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.network(batch)
+            loss = self.loss_fn(logits.float(), label)
+            if (extra := self.model.auxiliary_loss(logits, label)) is not None:
+                loss = loss + extra
         if not math.isfinite(value := float(loss.detach())):
             raise TrainingError(
                 f"the training loss became {value} at step {step} (epoch {epoch}); lower "
