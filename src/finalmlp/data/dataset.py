@@ -14,6 +14,7 @@ import json
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -82,11 +83,11 @@ def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
         frames = {"train": generate_synthetic(config.synthetic or SyntheticOptions())}
     else:
         assert config.train is not None
-        frames = {"train": read_file(config.train, config)}
-        for name in ("valid", "test"):
-            path = getattr(config, name)
-            if path is not None:
-                frames[name] = read_file(path, config)
+        paths = {name: getattr(config, name) for name in SPLITS if getattr(config, name)}
+        # the files at once: reading and checking are mostly Polars work, outside the GIL
+        with ThreadPoolExecutor(max_workers=len(paths), thread_name_prefix="finalmlp-read") as pool:
+            futures = {name: pool.submit(read_file, Path(p), config) for name, p in paths.items()}
+            frames = {name: future.result() for name, future in futures.items()}
     missing = [s for s in ("valid", "test") if s not in frames]
     if missing:
         frames.update(_random_split(frames.pop("train"), missing, config.split or SplitOptions()))
