@@ -163,7 +163,10 @@ def score_file(
     config: ExperimentConfig, prepared: Any, model: torch.nn.Module, raw: Path, workdir: Path | None
 ) -> dict[str, Any]:
     """The raw test CSV scored end to end as ``finalmlp predict RUN --data FILE`` does it."""
-    work = workdir or Path(tempfile.mkdtemp(prefix="finalmlp-peer-"))
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="finalmlp-peer-") as tmp:
+            return score_file(config, prepared, model, raw, Path(tmp))
+    work = workdir
     run_dir = work / "run"
     save_run(run_dir, config, prepared.processor, model, {})  # type: ignore[arg-type]
     tick = time.perf_counter()

@@ -139,3 +139,14 @@ def test_changed_or_foreign_manifest_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="format version 99"):
         StreamedSplit.open(tmp_path)
     assert stream.num_rows == 100
+
+
+def test_negative_seeds_small_batches_and_in_order_batches(tmp_path: Path) -> None:
+    stream = _write(tmp_path, [300], block_rows=100)
+    shuffled = list(StreamingLoader(stream, 64, seed=-5, buffer_rows=100).batches())
+    assert sorted(_ids(shuffled)) == list(range(300))  # a negative train.seed works
+    with pytest.raises(DataError, match="smaller than the 4 processes"):
+        StreamingLoader(stream, 3, rank=0, world_size=4)
+    batch = next(iter(StreamingLoader(stream, 50, shuffle=False)))
+    batch.categorical[0, 0] = 7  # in-order batches own writable memory (not Arrow's buffers)
+    assert int(batch.categorical[0, 0]) == 7

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from finalmlp.config import parse_config
-from finalmlp.data.dataset import prepare_data
+from finalmlp.data.dataset import cache_key, prepare_data
 from finalmlp.data.stream import StreamingLoader
 from finalmlp.data.streaming import train_files
 from finalmlp.data.synthetic import generate_synthetic, synthetic_features
@@ -141,3 +141,26 @@ def test_streaming_config_errors_name_the_fix(tmp_path: Path) -> None:
         raw = config.data.model_dump()
         raw["test"] = None
         type(config.data).model_validate(raw)
+
+
+def test_quarantine_files_and_eval_files_in_the_train_folder(tmp_path: Path) -> None:
+    _write_parts(tmp_path, "csv")
+    config = _config(tmp_path, "csv")
+    (tmp_path / "train" / "part-0.csv.bad_rows.csv").write_text("line,reason\n")
+    assert [p.name for p in train_files(config.data)] == [f"part-{i}.csv" for i in range(3)]
+    leaky = config.data.model_copy(update={"valid": tmp_path / "train" / "part-1.csv"})
+    with pytest.raises(DataError, match="would train on its valid rows"):
+        train_files(leaky)
+
+
+def test_the_shuffle_window_does_not_invalidate_the_shards(tmp_path: Path) -> None:
+    _write_parts(tmp_path, "parquet")
+    config = _config(tmp_path, "parquet")
+    wider = config.data.model_copy(
+        update={"streaming": config.data.streaming.model_copy(update={"buffer_rows": 5_000})}
+    )
+    assert cache_key(config.data) == cache_key(wider)
+    prepare_data(config.data)
+    again = prepare_data(wider)
+    assert again.from_cache
+    assert again.train_stream is not None and again.train_stream.buffer_rows == 5_000

@@ -124,3 +124,15 @@ def test_learning_rate_decay_reaches_both_optimizers(layout: FieldLayout, sparse
     trainer = _trainer(layout, sparse)
     trainer._decay_learning_rate()
     assert {g["lr"] for g in trainer.optimizer.param_groups} == {1e-4}
+
+
+def test_without_embedding_l2_no_ids_are_kept(layout: FieldLayout) -> None:
+    """The rows of each batch are recorded only for the L2 penalty: with embedding_l2 = 0
+    nothing accumulates from step to step."""
+    trainer = _trainer(layout, sparse=True, embedding_l2=0.0)
+    trainer.model.train()
+    for seed in range(3):
+        batch = random_batch(layout, size=8, seed=seed)
+        trainer._train_step(batch, batch.size)
+    tables = [m for m in trainer.model.modules() if isinstance(m, FeatureEmbedding)]
+    assert tables and all(not m._batch_ids for m in tables)

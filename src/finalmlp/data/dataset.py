@@ -187,7 +187,10 @@ def cache_root(config: DataConfig) -> Path:
 def cache_key(config: DataConfig) -> str:
     """Hash of everything the encoded arrays depend on."""
     parts: dict[str, object] = {
-        "config": config.model_dump(mode="json", exclude={"cache_dir"}),
+        # the shuffle window is applied when the shards are read, not when they are written
+        "config": config.model_dump(
+            mode="json", exclude={"cache_dir": True, "streaming": {"buffer_rows"}}
+        ),
         "state_version": STATE_VERSION,
         "encoding_version": ENCODING_VERSION,
         "package": __version__,

@@ -198,8 +198,9 @@ class ShardWriter:
             use_dictionary=False,
             write_statistics=False,
         )
+        metadata = pq.ParquetFile(tmp).metadata
+        groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         tmp.replace(self.folder / name)
-        groups = [min(self.block_rows, n - s) for s in range(0, n, self.block_rows)]
         self.shards.append({"file": name, "rows": n, "row_groups": groups})
 
     def close(self) -> StreamedSplit:
@@ -245,6 +246,11 @@ class StreamingLoader:
         world_size: int = 1,
         buffer_rows: int | None = None,
     ) -> None:
+        if batch_size < world_size:
+            raise DataError(
+                f"train.batch_size {batch_size} is smaller than the {world_size} processes: "
+                "every process needs at least one row of each batch"
+            )
         if len(split.blocks) < world_size:
             raise DataError(
                 f"{split.folder} has {len(split.blocks)} blocks for {world_size} processes; "
@@ -295,7 +301,8 @@ class StreamingLoader:
     def batches(self, skip: int = 0) -> Iterator[Batch]:
         """The batches of one pass, leaving out the first ``skip`` (as BatchLoader: the same
         order as an uninterrupted pass; skipped rows are read but not gathered)."""
-        rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
+        seed = [self.seed % 2**64, self.epoch]  # a negative seed is a valid train.seed too
+        rng = np.random.default_rng(seed) if self.shuffle else None
         if self.shuffle:
             self.epoch += 1
         order = list(self.blocks)
@@ -328,14 +335,18 @@ class StreamingLoader:
                 held += rows.rows
                 if held < self.buffer_rows:
                     continue
-                window = _mixed(_Rows.concat(parts), rng)
+                gathered, parts = _Rows.concat(parts), []  # the blocks are freed once joined
+                window = _mixed(gathered, rng)
+                del gathered
                 full = window.rows - window.rows % self.local_batch
                 for start in range(0, full, self.local_batch):
                     yield window.slice(start, start + self.local_batch)
                 parts = [window.slice(full, window.rows)] if full < window.rows else []
                 held = window.rows - full
             if parts:
-                window = _mixed(_Rows.concat(parts), rng)
+                gathered, parts = _Rows.concat(parts), []
+                window = _mixed(gathered, rng)
+                del gathered
                 for start in range(0, window.rows, self.local_batch):
                     yield window.slice(start, min(start + self.local_batch, window.rows))
         finally:
@@ -399,13 +410,17 @@ class _Rows:
     def batch(self) -> Batch:
         f = self.features
         return Batch(
-            categorical=torch.from_numpy(np.ascontiguousarray(f.categorical)),
-            numeric=torch.from_numpy(np.ascontiguousarray(f.numeric)),
-            sequences=tuple(torch.from_numpy(np.ascontiguousarray(s)) for s in f.sequences),
-            label=None
-            if self.label is None
-            else torch.from_numpy(np.ascontiguousarray(self.label)),
+            categorical=_own(f.categorical),
+            numeric=_own(f.numeric),
+            sequences=tuple(_own(s) for s in f.sequences),
+            label=None if self.label is None else _own(self.label),
         )
+
+
+def _own(array: np.ndarray) -> torch.Tensor:
+    """A tensor over ``array``, copied when it is not contiguous or not writable (a view of
+    Arrow's read-only buffers when rows are read in order)."""
+    return torch.from_numpy(np.require(array, requirements=("C", "W")))
 
 
 class _ReadAhead:

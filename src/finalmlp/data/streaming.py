@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finalmlp.data.badrows import QUARANTINE_SUFFIX
 from finalmlp.data.dataset import (
     SPLITS,
     EncodedSplit,
@@ -50,10 +51,15 @@ def train_files(config: DataConfig) -> list[Path]:
     suffixes = _SUFFIXES.get(config.format, ())
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
+        files = [p for p in files if not p.name.endswith(QUARANTINE_SUFFIX)]
         where = f"the folder {path}"
         hint = f"files ending in {', '.join(suffixes)}"
     elif any(c in text for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+        files = sorted(
+            Path(p)
+            for p in glob.glob(text)
+            if Path(p).is_file() and not p.endswith(QUARANTINE_SUFFIX)
+        )
         where = f"the pattern {text}"
         hint = "files that match it"
     else:
@@ -64,6 +70,13 @@ def train_files(config: DataConfig) -> list[Path]:
         return [path]
     if not files:
         raise DataError(f"{where} holds no training files ({hint}); check data.train")
+    for name in ("valid", "test"):
+        other = getattr(config, name)
+        if other is not None and Path(other).resolve() in {f.resolve() for f in files}:
+            raise DataError(
+                f"data.{name} {other} is also one of the training files of {where}: the model "
+                f"would train on its {name} rows; move it out of the folder or narrow data.train"
+            )
     return files
 
 

@@ -141,7 +141,7 @@ class FeatureProcessor:
                 elif not (isinstance(feat, NumericFeature) and not feat.bucketize):
                     tokenized.append(feat)
             # the columns' tokens and value counts in parallel (Polars releases the GIL)
-            found = _parallel(partial(self._counts, df), tokenized)
+            found = _parallel(partial(self._counts, df), tokenized, df.height)
             for feat, frame in zip(tokenized, found, strict=True):
                 counts.setdefault(self._table_owner(feat), _TokenCounts()).add_counts(frame)
         if rows == 0:
@@ -203,7 +203,7 @@ class FeatureProcessor:
         check_columns(df, self.columns, where="the data")
         n = df.height
         categorical = np.empty((n, len(self.categorical_features)), dtype=np.int32)
-        columns = _parallel(lambda f: self._encode_categorical(df, f), self.categorical_features)
+        columns = _parallel(lambda f: self._encode_categorical(df, f), self.categorical_features, n)
         for j, column in enumerate(columns):
             categorical[:, j] = column
         numeric = np.empty((n, len(self.numeric_features)), dtype=np.float32)
@@ -467,11 +467,14 @@ def _value_counts(tokens: pl.Series) -> pl.DataFrame:
     return counts.with_columns(pl.col("count").cast(pl.Int64))
 
 
-def _parallel(work: Callable[[Any], _T], items: Sequence[Any]) -> list[_T]:
+PARALLEL_MIN_ROWS = 50_000  # smaller frames (a served request) are encoded on one thread
+
+
+def _parallel(work: Callable[[Any], _T], items: Sequence[Any], rows: int) -> list[_T]:
     """``[work(x) for x in items]`` on Polars' thread count of threads (columns are independent;
-    Polars and NumPy release the GIL); in order."""
+    Polars and NumPy release the GIL); in order. Serial below PARALLEL_MIN_ROWS rows."""
     threads = min(len(items), pl.thread_pool_size())
-    if threads <= 1:
+    if threads <= 1 or rows < PARALLEL_MIN_ROWS:
         return [work(item) for item in items]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="finalmlp-encode") as pool:
         return list(pool.map(work, items))

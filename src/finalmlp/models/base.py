@@ -36,8 +36,9 @@ class CTRModel(nn.Module):
         total = torch.zeros((), device=self._device())
         for module in self.modules():
             if batch_rows_only and isinstance(module, FeatureEmbedding):
+                rows_l2 = module.batch_l2()  # always: it also clears the recorded ids
                 if embedding_l2 != 0:
-                    total = total + (embedding_l2 / 2.0) * module.batch_l2()
+                    total = total + (embedding_l2 / 2.0) * rows_l2
                 continue
             is_table = isinstance(module, nn.Embedding)
             if is_table and batch_rows_only:

@@ -53,16 +53,19 @@ class SparseDenseAdam:
 Optimizer = torch.optim.Optimizer | SparseDenseAdam
 
 
-def build_optimizer(model: nn.Module, learning_rate: float, sparse_embeddings: bool) -> Optimizer:
+def build_optimizer(
+    model: nn.Module, learning_rate: float, sparse_embeddings: bool, embedding_l2: float = 0.0
+) -> Optimizer:
     """Adam over all parameters, or SparseDenseAdam with the embedding tables made sparse
-    (their lookups then give sparse gradients, and ``track_ids`` records the rows for L2)."""
+    (their lookups then give sparse gradients; with ``embedding_l2`` ``track_ids`` records the
+    rows of each batch for the penalty)."""
     if not sparse_embeddings:
         return torch.optim.Adam(model.parameters(), lr=learning_rate)
     tables: list[nn.Parameter] = []
     for module in model.modules():
         if isinstance(module, FeatureEmbedding):
             module.table.sparse = True
-            module.track_ids = True
+            module.track_ids = embedding_l2 > 0
             tables.append(module.table.weight)  # type: ignore[arg-type]
     chosen = {id(p) for p in tables}
     dense = [p for p in model.parameters() if id(p) not in chosen]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -163,10 +163,12 @@ class Trainer:
                 "train.sparse_embeddings works in one process; under torchrun set it to false"
             )
         self.network: nn.Module = DistributedDataParallel(model) if context.enabled else model
-        self.optimizer = build_optimizer(model, config.learning_rate, config.sparse_embeddings)
-        if config.precision == "tf32" and self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self.optimizer = build_optimizer(
+            model, config.learning_rate, config.sparse_embeddings, config.embedding_l2
+        )
+        if self.device.type == "cuda":  # process-wide: set for every run, not only tf32 ones
+            torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
+            torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
         self.autocast = config.precision == "bf16"
         self.loss_fn = nn.BCEWithLogitsLoss()
 
@@ -227,11 +229,33 @@ class Trainer:
     ) -> bool:
         """One pass over the training data (after ``skip`` batches already done), validating
         and checkpointing when due; True when training stops."""
-        cfg, result = self.config, state.result
+        cfg = self.config
         progress.start_epoch(epoch, cfg.max_epochs)
         self.model.train()
         started = time.perf_counter()
-        for index, batch in enumerate(loader.batches(skip), start=skip + 1):
+        # closed in any case: an exception (a non-finite loss, a pruned trial) stops a
+        # streaming loader's reader thread at once, not when the traceback is collected
+        batches = loader.batches(skip)
+        try:
+            return self._run_batches(epoch, loader, batches, valid, state, progress, skip, started)
+        finally:
+            close = getattr(batches, "close", None)  # the loaders' generators
+            if close is not None:
+                close()
+
+    def _run_batches(
+        self,
+        epoch: int,
+        loader: BatchLoader | StreamingLoader,
+        batches: Iterator[Batch],
+        valid: EncodedSplit,
+        state: _FitState,
+        progress: TrainingProgress,
+        skip: int,
+        started: float,
+    ) -> bool:
+        cfg, result = self.config, state.result
+        for index, batch in enumerate(batches, start=skip + 1):
             global_rows = loader.global_rows(index)
             loss = self._train_step(batch, global_rows, result.steps + 1, epoch)
             result.steps += 1
