@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ours_peer import timed_steps
 from provenance import commit
 from vs_fuxictr_common import PeakMemory, machine, rate
 
@@ -116,27 +117,6 @@ def config_for(data: Path, cache: Path, threads: int, buffer_rows: int) -> Exper
     return parse_config(raw, origin="bench_streaming")
 
 
-def train_loop(trainer: Trainer, loader: Any, steps: int) -> dict[str, Any]:
-    wanted = len(loader) if steps == 0 else min(steps, len(loader))
-    trainer.model.train()
-    samples, done, loss = 0, 0, float("nan")
-    tick = time.perf_counter()
-    for step, batch in enumerate(loader.batches(), start=1):
-        loss = trainer._train_step(batch, batch.size, step, 1)
-        samples += batch.size
-        done = step
-        if step == wanted:
-            break
-    seconds = time.perf_counter() - tick
-    return {
-        "steps": done,
-        "samples": samples,
-        "seconds": round(seconds, 2),
-        "samples_per_s": rate(samples, seconds),
-        "last_loss": loss,
-    }
-
-
 def in_memory(stream: StreamedSplit, parts: int) -> tuple[EncodedSplit, StreamedSplit]:
     """The first ``parts`` shards: read whole into arrays, and as a StreamedSplit of their own."""
     shards = sorted({b.shard for b in stream.blocks})[:parts]
@@ -206,7 +186,7 @@ def main() -> None:
                 if kind == "in_memory"
                 else StreamingLoader(subset, 4096, seed=1)
             )
-            result = train_loop(trainer, loader, args.memory_steps)
+            result = timed_steps(trainer, loader, args.memory_steps)
             compare[kind].append(result)
             print(f"{kind}: {json.dumps(result)}", flush=True)
         # the reference arrays (and the loader and model that hold them) go before the epoch
@@ -217,7 +197,7 @@ def main() -> None:
 
         trainer = fresh_trainer(config, layout)
         with PeakMemory() as memory:
-            full = train_loop(trainer, StreamingLoader(stream, 4096, seed=1), args.steps)
+            full = timed_steps(trainer, StreamingLoader(stream, 4096, seed=1), args.steps)
         full.update(memory.report())
         print(f"streaming epoch: {json.dumps(full)}", flush=True)
 

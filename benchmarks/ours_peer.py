@@ -120,7 +120,14 @@ def train_loop(
     trainer: Trainer, split: EncodedSplit, spec: BenchSpec, steps: int
 ) -> dict[str, Any]:
     """``steps`` optimizer steps (0: one epoch) on shuffled batches, as Trainer.fit takes them."""
-    loader = BatchLoader(split, spec.batch_size, shuffle=True, seed=spec.seed)
+    return timed_steps(
+        trainer, BatchLoader(split, spec.batch_size, shuffle=True, seed=spec.seed), steps
+    )
+
+
+def timed_steps(trainer: Trainer, loader: Any, steps: int) -> dict[str, Any]:
+    """``steps`` of the Trainer's own optimizer step (0: one pass) over ``loader`` (a
+    BatchLoader or StreamingLoader), timed; the loader is built before the clock starts."""
     wanted = len(loader) if steps == 0 else min(steps, len(loader))
     trainer.model.train()
     samples, loss, done = 0, float("nan"), 0

@@ -214,14 +214,25 @@ def cache_key(config: DataConfig) -> str:
 
 def _save_cache(path: Path, processor: FeatureProcessor, splits: dict[str, EncodedSplit]) -> None:
     with atomic_directory(path) as tmp:
-        processor.save(tmp / "processor.json")
-        meta: dict[str, dict[str, object]] = {}
-        for name, split in splits.items():
-            arrays = _arrays_of(split)
-            for key, array in arrays.items():
-                np.save(tmp / f"{name}.{key}.npy", array)
-            meta[name] = {"arrays": sorted(arrays), "rows": split.num_rows}
-        atomic_write_text(tmp / "meta.json", json.dumps(meta))
+        write_cache_entry(tmp, processor, splits)
+
+
+def write_cache_entry(
+    folder: Path,
+    processor: FeatureProcessor,
+    splits: dict[str, EncodedSplit],
+    meta: dict[str, object] | None = None,
+) -> None:
+    """processor.json, ``<split>.<array>.npy`` for each split and meta.json (``meta`` plus the
+    arrays and rows of each split) into ``folder``."""
+    processor.save(folder / "processor.json")
+    meta = dict(meta or {})
+    for name, split in splits.items():
+        arrays = _arrays_of(split)
+        for key, array in arrays.items():
+            np.save(folder / f"{name}.{key}.npy", array)
+        meta[name] = {"arrays": sorted(arrays), "rows": split.num_rows}
+    atomic_write_text(folder / "meta.json", json.dumps(meta))
 
 
 def _arrays_of(split: EncodedSplit) -> dict[str, np.ndarray]:

@@ -16,22 +16,20 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from finalmlp.data.badrows import QUARANTINE_SUFFIX
 from finalmlp.data.dataset import (
     SPLITS,
     EncodedSplit,
     PreparedData,
-    _arrays_of,
     _load_split,
     encode_frame,
+    write_cache_entry,
 )
 from finalmlp.data.readers import read_file
 from finalmlp.data.stream import ShardWriter, StreamedSplit
 from finalmlp.errors import DataError
 from finalmlp.features.processor import FeatureProcessor
-from finalmlp.io import atomic_directory, atomic_write_text
+from finalmlp.io import atomic_directory
 from finalmlp.schema import DataConfig
 
 SHARDS = "train_shards"
@@ -114,14 +112,7 @@ def prepare_streaming(config: DataConfig, cache_path: Path, mmap: bool = False) 
             encoded = encode_frame(processor, read_file(path, config), config)
             writer.write(encoded.features, encoded.label)
         writer.close()
-        processor.save(tmp / "processor.json")
-        meta: dict[str, object] = {"train": {"stream": SHARDS}}
-        for name, split in splits.items():
-            arrays = _arrays_of(split)
-            for key, array in arrays.items():
-                np.save(tmp / f"{name}.{key}.npy", array)
-            meta[name] = {"arrays": sorted(arrays), "rows": split.num_rows}
-        atomic_write_text(tmp / "meta.json", json.dumps(meta))
+        write_cache_entry(tmp, processor, splits, {"train": {"stream": SHARDS}})
     stream = _stream(cache_path, config)
     return PreparedData(processor, splits, False, time.perf_counter() - start, stream)
 
