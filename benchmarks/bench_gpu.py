@@ -75,8 +75,6 @@ def ours(dataset: str, data: Path, precision: str, warmup: int, steps: int) -> d
     loader = BatchLoader(prepared.splits["train"], BATCH, shuffle=True, seed=spec.seed)
     batches = [b for b in loader.batches() if b.size == BATCH]
     result = timed(lambda b: trainer._train_step(b, b.size), batches, warmup, steps)
-    torch.backends.cuda.matmul.allow_tf32 = False  # tf32 is process-wide: back to fp32
-    torch.backends.cudnn.allow_tf32 = False
     return {**result, "precision": precision}
 
 

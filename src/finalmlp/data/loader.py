@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         return self.batches()
 
-    def batches(self, skip: int = 0) -> Iterator[Batch]:
+    def batches(self, skip: int = 0) -> Generator[Batch, None, None]:
         """The batches of one pass, leaving out the first ``skip`` (already trained on before a
         resume: the permutation is the same, those rows are simply not gathered)."""
         bounds = list(self._bounds())[skip:]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,7 +298,7 @@ class StreamingLoader:
     def __iter__(self) -> Iterator[Batch]:
         return self.batches()
 
-    def batches(self, skip: int = 0) -> Iterator[Batch]:
+    def batches(self, skip: int = 0) -> Generator[Batch, None, None]:
         """The batches of one pass, leaving out the first ``skip`` (as BatchLoader: the same
         order as an uninterrupted pass; skipped rows are read but not gathered)."""
         seed = [self.seed % 2**64, self.epoch]  # a negative seed is a valid train.seed too

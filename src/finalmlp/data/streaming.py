@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,8 +94,6 @@ def prepare_streaming(config: DataConfig, cache_path: Path, mmap: bool = False) 
             stream = _stream(cache_path, config)
             return PreparedData(processor, splits, True, time.perf_counter() - start, stream)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            import warnings
-
             warnings.warn(
                 f"ignoring the damaged data cache {cache_path} ({type(exc).__name__}: {exc}); "
                 "rebuilding it",

@@ -80,6 +80,8 @@ class FeatureProcessor:
 
     def __init__(self, features: Sequence[Feature]) -> None:
         self.features = list(features)
+        # Within fit_transform: each feature's tokens, computed once for fit and transform.
+        self._token_memo: dict[str, pl.Series] | None = None
 
     # ------------------------------------------------------------------ structure
     @property
@@ -173,7 +175,7 @@ class FeatureProcessor:
 
     def fit_transform(self, df: pl.DataFrame) -> EncodedFeatures:
         """``fit(df)`` then ``transform(df)``, normalizing each column's tokens once."""
-        self._token_memo: dict[str, pl.Series] | None = {}
+        self._token_memo = {}
         try:
             self.fit(df)
             return self.transform(df)
@@ -182,7 +184,7 @@ class FeatureProcessor:
 
     def _tokens(self, df: pl.DataFrame, feat: Feature) -> pl.Series:
         """All string tokens of a categorical-like feature (sequence items flattened)."""
-        memo = getattr(self, "_token_memo", None)
+        memo = self._token_memo
         if memo is not None and not isinstance(feat, SequenceFeature):
             if feat.name not in memo:
                 memo[feat.name] = self._column_tokens(df, feat)
@@ -443,15 +445,10 @@ class _TokenCounts:
 
     def __init__(self) -> None:
         self.parts: list[pl.DataFrame] = []
-        self.rows = 0
-
-    def add(self, tokens: pl.Series) -> None:
-        self.add_counts(_value_counts(tokens))
 
     def add_counts(self, counts: pl.DataFrame) -> None:
         """Add a frame of ``value`` and ``count`` (from ``_value_counts``)."""
         self.parts.append(counts)
-        self.rows += counts.height
         if len(self.parts) > 8:
             self.parts = [self.total()]
 

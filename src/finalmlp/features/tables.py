@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -68,20 +69,17 @@ class IdTable:
             ids = [stable_hash(v, self.hash_buckets) for v in uniques.to_list()]
             mapped = tokens.replace_strict(uniques, ids, default=OOV_ID, return_dtype=pl.Int32)
         else:
-            values, value_ids = self._mapping()
+            values, value_ids = self._mapping
             mapped = tokens.replace_strict(values, value_ids, default=OOV_ID, return_dtype=pl.Int32)
         return mapped.to_numpy().astype(np.int32, copy=False)
 
+    @cached_property
     def _mapping(self) -> tuple[pl.Series, pl.Series]:
         """The vocabulary and its ids as Series, built once (a list of millions of values
         costs more to convert than to look up)."""
-        cached = self.__dict__.get("_cached_mapping")
-        if cached is None or cached[0] is not self.values:
-            values = pl.Series("value", self.values, dtype=pl.Utf8)
-            ids = pl.Series("id", np.arange(FIRST_ID, FIRST_ID + len(self.values), dtype=np.int32))
-            cached = (self.values, values, ids)
-            self.__dict__["_cached_mapping"] = cached
-        return cached[1], cached[2]
+        values = pl.Series("value", self.values, dtype=pl.Utf8)
+        ids = pl.Series("id", np.arange(FIRST_ID, FIRST_ID + len(self.values), dtype=np.int32))
+        return values, ids
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "size": self.size}

@@ -280,28 +280,34 @@ class FeatureGate(nn.Module):
         self.mlp = MLP(input_dim, hidden_units, output_dim=gate_dim)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        context: torch.Tensor
         if self.context is None:
             assert self.context_vector is not None
-            context = self.context_vector  # (1, E)
-        elif self._categorical_only and not _exporting():
-            # The gate is a function of the context ids alone: run the MLP once per distinct
-            # id (combination) in the batch and give every row its value. The same numbers
-            # and gradients as per row, for a fraction of the multiply-adds.
-            ids = batch.categorical[:, self.context.cat_cols]  # (B, F_ctx)
-            if ids.shape[1] == 1:
-                distinct, rows = torch.unique(ids[:, 0], return_inverse=True)
-                distinct = distinct.unsqueeze(1)
-            else:
-                distinct, rows = torch.unique(ids, dim=0, return_inverse=True)
-            if distinct.shape[0] < ids.shape[0]:
-                context = self.context.embed_categorical(distinct).flatten(start_dim=1)
-                values = 2.0 * torch.sigmoid(self.mlp(context))  # (U, F*E)
-                return torch.index_select(values, 0, rows)  # (B, F*E)
-            context = self.context(batch).flatten(start_dim=1)
+            return self.values(self.context_vector)  # (1, F*E)
+        if self._categorical_only and not _exporting():
+            shared = self._over_distinct_ids(batch)
+            if shared is not None:
+                return shared
+        return self.values(self.context(batch).flatten(start_dim=1))  # (B, F*E)
+
+    def values(self, context: torch.Tensor) -> torch.Tensor:
+        """Gate values of flat context embeddings: (N, F_ctx*E) -> (N, F*E)."""
+        return 2.0 * torch.sigmoid(self.mlp(context))
+
+    def _over_distinct_ids(self, batch: Batch) -> torch.Tensor | None:
+        """The gate is a function of the context ids alone: the MLP runs once per distinct id
+        (combination) of the batch and every row gets its value; the same numbers and
+        gradients as per row, for a fraction of the multiply-adds. None when no id repeats."""
+        assert self.context is not None
+        ids = batch.categorical[:, self.context.cat_cols]  # (B, F_ctx)
+        if ids.shape[1] == 1:  # 1-d unique is much faster than unique over rows
+            distinct, rows = torch.unique(ids[:, 0], return_inverse=True)
+            distinct = distinct.unsqueeze(1)
         else:
-            context = self.context(batch).flatten(start_dim=1)  # (B, F_ctx*E)
-        return 2.0 * torch.sigmoid(self.mlp(context))  # (B or 1, F*E)
+            distinct, rows = torch.unique(ids, dim=0, return_inverse=True)
+        if distinct.shape[0] == ids.shape[0]:
+            return None
+        context = self.context.embed_categorical(distinct).flatten(start_dim=1)
+        return torch.index_select(self.values(context), 0, rows)  # (B, F*E)
 
     @property
     def _categorical_only(self) -> bool:

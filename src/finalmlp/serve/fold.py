@@ -42,7 +42,7 @@ class FoldedGate(nn.Module):
         self.column = int(context.cat_cols[0])
         self.offset = int(context.cat_offsets[0])
         with torch.no_grad():
-            values = 2.0 * torch.sigmoid(gate.mlp(context.table.weight))  # (V, F*E)
+            values = gate.values(context.table.weight)  # (V, F*E)
         self.register_buffer("values", values.contiguous())
 
     def forward(self, batch: Batch) -> torch.Tensor:

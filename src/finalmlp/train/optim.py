@@ -74,18 +74,19 @@ def build_optimizer(
 
 def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
     """``clip_grad_norm_`` that also takes sparse gradients: the norm of a sparse gradient is
-    that of its (coalesced) values, the same as of its dense form. Returns the total norm."""
+    that of its (coalesced) values, the same as of its dense form. Without sparse gradients it
+    is ``clip_grad_norm_`` itself. Returns the total norm."""
+    params = [p for p in parameters if p.grad is not None]
+    if not any(p.grad.is_sparse for p in params if p.grad is not None):
+        return nn.utils.clip_grad_norm_(params, max_norm)
     grads = []
-    for param in parameters:
-        if param.grad is None:
-            continue
+    for param in params:
+        assert param.grad is not None
         if param.grad.is_sparse:
             param.grad = param.grad.coalesce()
             grads.append((param.grad, param.grad._values()))
         else:
             grads.append((param.grad, param.grad))
-    if not grads:
-        return torch.zeros(())
     norms = torch.stack([torch.linalg.vector_norm(values) for _, values in grads])
     total = torch.linalg.vector_norm(norms)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)

@@ -8,10 +8,11 @@ does not improve the monitored value, the learning rate is multiplied by ``lr_de
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -229,61 +230,42 @@ class Trainer:
     ) -> bool:
         """One pass over the training data (after ``skip`` batches already done), validating
         and checkpointing when due; True when training stops."""
-        cfg = self.config
+        cfg, result = self.config, state.result
         progress.start_epoch(epoch, cfg.max_epochs)
         self.model.train()
         started = time.perf_counter()
         # closed in any case: an exception (a non-finite loss, a pruned trial) stops a
         # streaming loader's reader thread at once, not when the traceback is collected
-        batches = loader.batches(skip)
-        try:
-            return self._run_batches(epoch, loader, batches, valid, state, progress, skip, started)
-        finally:
-            close = getattr(batches, "close", None)  # the loaders' generators
-            if close is not None:
-                close()
-
-    def _run_batches(
-        self,
-        epoch: int,
-        loader: BatchLoader | StreamingLoader,
-        batches: Iterator[Batch],
-        valid: EncodedSplit,
-        state: _FitState,
-        progress: TrainingProgress,
-        skip: int,
-        started: float,
-    ) -> bool:
-        cfg, result = self.config, state.result
-        for index, batch in enumerate(batches, start=skip + 1):
-            global_rows = loader.global_rows(index)
-            loss = self._train_step(batch, global_rows, result.steps + 1, epoch)
-            result.steps += 1
-            state.add_loss(loss, batch.size, global_rows)
-            progress.advance(loss, global_rows)
-            last_step = epoch == cfg.max_epochs and index == len(loader)
-            if not self._validation_due(result.steps, index, len(loader), last_step):
+        with contextlib.closing(loader.batches(skip)) as batches:
+            for index, batch in enumerate(batches, start=skip + 1):
+                global_rows = loader.global_rows(index)
+                loss = self._train_step(batch, global_rows, result.steps + 1, epoch)
+                result.steps += 1
+                state.add_loss(loss, batch.size, global_rows)
+                progress.advance(loss, global_rows)
+                last_step = epoch == cfg.max_epochs and index == len(loader)
+                if not self._validation_due(result.steps, index, len(loader), last_step):
+                    self._maybe_checkpoint(state, epoch, index, len(loader))
+                    continue
+                record = self._validate(
+                    valid, epoch, result, state.take_loss(self.context), state.stopper
+                )
+                started += record.seconds  # throughput counts training time only
+                progress.log_validation(record)
+                if self.on_validation is not None:
+                    self.on_validation(record)
+                if record.improved:
+                    state.best_state = copy.deepcopy(self.model.state_dict())
+                elif cfg.reduce_lr_on_plateau:
+                    self._decay_learning_rate()
+                if state.stopper.should_stop:
+                    result.stopped_early = True
+                result.train_seconds += time.perf_counter() - started
+                started = time.perf_counter()
                 self._maybe_checkpoint(state, epoch, index, len(loader))
-                continue
-            record = self._validate(
-                valid, epoch, result, state.take_loss(self.context), state.stopper
-            )
-            started += record.seconds  # throughput counts training time only
-            progress.log_validation(record)
-            if self.on_validation is not None:
-                self.on_validation(record)
-            if record.improved:
-                state.best_state = copy.deepcopy(self.model.state_dict())
-            elif cfg.reduce_lr_on_plateau:
-                self._decay_learning_rate()
-            if state.stopper.should_stop:
-                result.stopped_early = True
-            result.train_seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            self._maybe_checkpoint(state, epoch, index, len(loader))
-            if result.stopped_early:
-                break
-            self.model.train()
+                if result.stopped_early:
+                    break
+                self.model.train()
         result.train_seconds += time.perf_counter() - started
         return result.stopped_early
 
@@ -361,16 +343,14 @@ class Trainer:
         # DDP averages gradients over ranks; weighting each rank's mean by its share of the
         # global batch makes that average the gradient of the global mean loss.
         share = batch.size * self.context.world_size / global_rows
-        sparse = self.config.sparse_embeddings
-        reg = self.model.regularization(self.config.embedding_l2, self.config.net_l2, sparse)
+        reg = self.model.regularization(
+            self.config.embedding_l2, self.config.net_l2, self.config.sparse_embeddings
+        )
         total = loss * share + reg
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.config.max_grad_norm is not None:
-            if sparse:
-                clip_gradients(self.model.parameters(), self.config.max_grad_norm)
-            else:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            clip_gradients(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         return value
 
