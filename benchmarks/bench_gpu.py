@@ -39,7 +39,7 @@ from ours_peer import experiment_config
 from vs_fuxictr_common import bench_spec, rate, split_paths
 
 from finalmlp.data.dataset import prepare_data
-from finalmlp.data.loader import BatchLoader
+from finalmlp.data.split import BatchLoader
 from finalmlp.models import build_model
 from finalmlp.train.run import seed_everything
 from finalmlp.train.trainer import Trainer

@@ -48,8 +48,8 @@ from vs_fuxictr_common import PeakMemory, machine, rate
 
 from finalmlp.config import parse_config
 from finalmlp.data.dataset import EncodedSplit, prepare_data
-from finalmlp.data.loader import BatchLoader
-from finalmlp.data.stream import StreamedSplit, StreamingLoader, _Rows
+from finalmlp.data.shards import StreamedSplit, StreamingLoader, _Rows
+from finalmlp.data.split import BatchLoader
 from finalmlp.data.synthetic import generate_synthetic, synthetic_features
 from finalmlp.models import build_model
 from finalmlp.schema import ExperimentConfig, SyntheticOptions

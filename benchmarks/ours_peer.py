@@ -56,7 +56,7 @@ import finalmlp
 from finalmlp.bundle import save_run
 from finalmlp.config import parse_config
 from finalmlp.data.dataset import EncodedSplit, prepare_data
-from finalmlp.data.loader import BatchLoader
+from finalmlp.data.split import BatchLoader
 from finalmlp.features.processor import EncodedFeatures
 from finalmlp.models import build_model
 from finalmlp.predict import predict_file

@@ -26,8 +26,8 @@ from finalmlp.calibration import (
 from finalmlp.cli.main import USER_ERROR_EXIT, _print_summary, app
 from finalmlp.config import parse_config
 from finalmlp.errors import ConfigError, DataError, NotFittedError
+from finalmlp.metrics import log_loss, roc_auc
 from finalmlp.predict import run_splits
-from finalmlp.train.metrics import log_loss, roc_auc
 from finalmlp.train.run import train_from_config
 
 METHODS = [PlattCalibrator, IsotonicCalibrator]
@@ -210,7 +210,8 @@ def test_training_fits_stores_and_reports_the_calibration(
     assert manifest["format_version"] == 2
     assert manifest["model_sha256"] != manifest["content_sha256"]
     run = load_run(run_dir)
-    assert isinstance(run.calibration, IsotonicCalibrator)
+    assert run.calibration is not None
+    assert isinstance(run.calibration.calibrators[0], IsotonicCalibrator)
     _print_summary(metrics, run_dir)
     assert "isotonic calibration (fitted on valid)" in capsys.readouterr().out
 
@@ -299,7 +300,8 @@ def test_cli_calibrate_replaces_and_removes_the_calibration(
     assert "platt calibration fitted on valid" in result.stdout
     assert "valid logloss" in result.stdout and "test  logloss" in result.stdout
     run = load_run(run_dir)
-    assert isinstance(run.calibration, PlattCalibrator)
+    assert run.calibration is not None
+    assert isinstance(run.calibration.calibrators[0], PlattCalibrator)
     effect = run.metrics["calibration"]
     assert effect["method"] == "platt"
     assert effect["valid"]["logloss_after"] <= effect["valid"]["logloss_before"] + 1e-12

@@ -8,7 +8,7 @@
     ├── sequences    tuple of (B, L_s) int32, one per sequence field, 0-padded
     └── label        (B,)   float32 0/1, or None when scoring unlabelled rows
 
-Batches are sliced whole from contiguous encoded arrays (see finalmlp.data.loader): no per-row
+Batches are sliced whole from contiguous encoded arrays (see finalmlp.data.split): no per-row
 collate.
 """
 

@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from finalmlp import __version__
-from finalmlp.calibration import CALIBRATION_FILE, Calibrator, calibrator_from_dict
+from finalmlp.calibration import CALIBRATION_FILE, Calibration
 from finalmlp.errors import ConfigError, DataError
 from finalmlp.features.processor import FeatureProcessor
 from finalmlp.io import atomic_directory, atomic_write_text
@@ -55,11 +55,17 @@ class Run:
     processor: FeatureProcessor
     model: CTRModel
     metrics: dict[str, Any]
-    calibration: Calibrator | None = None
+    calibration: Calibration | None = None
     content_sha256: str = ""  # as verified on load
 
+    @property
+    def tasks(self) -> list[str]:
+        """The task names, in the order of the model's outputs."""
+        return self.config.data.task_names
+
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
-        """Model probabilities (N,) as the bundle serves them: through its calibrator, if any.
+        """Model probabilities (N, T) as the bundle serves them: through its calibration (one
+        calibrator per task), if any.
 
         Every scoring path (evaluate, batch predict with either backend, the HTTP service)
         passes the model's probabilities through here once.
@@ -73,7 +79,7 @@ def save_run(
     processor: FeatureProcessor,
     model: CTRModel,
     metrics: dict[str, Any],
-    calibration: Calibrator | None = None,
+    calibration: Calibration | None = None,
 ) -> None:
     """Write the run directory atomically (a crash leaves the previous one intact).
 
@@ -94,7 +100,7 @@ def save_run(
         _write_manifest(tmp, manifest)
 
 
-def replace_calibration(run: Run, calibration: Calibrator | None, metrics: dict[str, Any]) -> None:
+def replace_calibration(run: Run, calibration: Calibration | None, metrics: dict[str, Any]) -> None:
     """Give a saved run a new calibration (None: none) and metrics, swapping the directory
     whole: a staged copy (files hard-linked where possible) gets the new calibration.json,
     metrics.json and manifest.json, then replaces the run. Weights are untouched, so an ONNX
@@ -122,7 +128,7 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
-def _write_calibration(directory: Path, calibration: Calibrator) -> None:
+def _write_calibration(directory: Path, calibration: Calibration) -> None:
     text = json.dumps(calibration.to_dict(), indent=2)
     atomic_write_text(directory / CALIBRATION_FILE, text)
 
@@ -214,22 +220,22 @@ def load_run(path: str | Path) -> Run:
     try:
         config = ExperimentConfig.model_validate(_read_json(path / "config.json", path))
         processor = FeatureProcessor.load(path / "processor.json")
-        model = build_model(processor.layout, config.model)
+        model = build_model(processor.layout, config.model, len(config.data.tasks))
         model.load_state_dict(load_file(str(path / "model.safetensors")))
     except (ValidationError, OSError, SafetensorError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot load the run in {path}: {first}") from None
     model.eval()
     metrics = _read_json(path / "metrics.json", path)
-    calibration = _load_calibration(path)
+    calibration = _load_calibration(path, config.data.task_names)
     return Run(path, config, processor, model, metrics, calibration, content_sha256)
 
 
-def _load_calibration(path: Path) -> Calibrator | None:
+def _load_calibration(path: Path, tasks: list[str]) -> Calibration | None:
     file = path / CALIBRATION_FILE
     if not file.is_file():
         return None
-    return calibrator_from_dict(_read_json(file, path), str(file))
+    return Calibration.from_dict(_read_json(file, path), tasks, str(file))
 
 
 def _read_json(file: Path, run_dir: Path) -> dict[str, Any]:

@@ -19,18 +19,22 @@ training, so rankings (AUC) stay as they are while logloss and calibration error
 
 The ONNX graph keeps emitting the raw probability; calibration is applied after ONNX Runtime,
 in NumPy, so one exported graph serves the run whatever its calibration.
+
+Several tasks: :class:`Calibration` holds one calibrator per task, each fitted on the rows
+labelled for its task. ``calibration.json`` of a one-task run is its calibrator's state (as
+before tasks existed); with several it is ``{"method": ..., "tasks": {name: state, ...}}``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
 from finalmlp.errors import ConfigError, DataError, NotFittedError
-from finalmlp.train.metrics import log_loss, roc_auc
+from finalmlp.metrics import as_task_matrix, expected_calibration_error, log_loss, roc_auc
 
 CALIBRATION_FILE = "calibration.json"
 LOGIT_EPS = 1e-15  # probabilities are clipped to [eps, 1 - eps] before taking the logit
@@ -309,7 +313,7 @@ def calibrator_from_dict(state: Any, where: str = CALIBRATION_FILE) -> Calibrato
         DataError: not a known method, or a state that does not describe a fitted calibrator.
     """
     method = state.get("method") if isinstance(state, dict) else None
-    if method not in CALIBRATORS:
+    if not isinstance(method, str) or method not in CALIBRATORS:
         raise DataError(
             f"{where}: calibration method must be one of {sorted(CALIBRATORS)}, got {method!r}"
         )
@@ -319,58 +323,156 @@ def calibrator_from_dict(state: Any, where: str = CALIBRATION_FILE) -> Calibrato
         raise DataError(f"{where}: not a valid {method} calibration ({exc})") from None
 
 
-def calibration_effect(
-    calibrator: Calibrator, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]
-) -> dict[str, Any]:
-    """Logloss, ECE (15 equal-width bins) and AUC before and after calibration, per split.
+class Calibration:
+    """One fitted calibrator per task, applied column by column to (N, T) probabilities.
 
     Args:
-        splits: split name -> (labels (N,), raw probabilities (N,)).
+        calibrators: the T calibrators, in task order.
+        tasks: the T task names.
+    """
+
+    def __init__(self, calibrators: Sequence[Calibrator], tasks: Sequence[str]) -> None:
+        if len(calibrators) != len(tasks) or not calibrators:
+            raise ValueError(f"{len(calibrators)} calibrators for {len(tasks)} tasks")
+        self.calibrators = list(calibrators)
+        self.tasks = list(tasks)
+
+    @property
+    def method(self) -> str:
+        return self.calibrators[0].method
+
+    def transform(self, probs: np.ndarray) -> np.ndarray:
+        """Calibrated (N, T) float64 probabilities for (N, T) ((N,): one task, (N,) out)."""
+        values = np.asarray(probs, dtype=np.float64)
+        if values.ndim == 1:
+            return self.calibrators[0].transform(values)
+        if values.ndim != 2 or values.shape[1] != len(self.calibrators):
+            raise DataError(
+                f"probabilities must be (N, {len(self.calibrators)}) for tasks {self.tasks}, "
+                f"got shape {values.shape}"
+            )
+        columns = [c.transform(values[:, t]) for t, c in enumerate(self.calibrators)]
+        return np.stack(columns, axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        if len(self.calibrators) == 1:
+            return self.calibrators[0].to_dict()
+        return {
+            "method": self.method,
+            "tasks": {
+                name: c.to_dict() for name, c in zip(self.tasks, self.calibrators, strict=True)
+            },
+        }
+
+    @classmethod
+    def from_dict(
+        cls, state: Any, tasks: Sequence[str], where: str = CALIBRATION_FILE
+    ) -> Calibration:
+        """A calibration from ``calibration.json``'s state for the run's ``tasks``.
+
+        Raises:
+            DataError: a state that does not describe a fitted calibration of these tasks.
+        """
+        if len(tasks) == 1:
+            return cls([calibrator_from_dict(state, where)], tasks)
+        per_task = state.get("tasks") if isinstance(state, dict) else None
+        if not isinstance(per_task, dict) or sorted(per_task) != sorted(tasks):
+            raise DataError(
+                f"{where}: a calibration of several tasks must map each task {list(tasks)} to "
+                "its calibrator under 'tasks'; run `finalmlp calibrate` again"
+            )
+        return cls(
+            [calibrator_from_dict(per_task[name], f"{where} ({name})") for name in tasks], tasks
+        )
+
+
+def _known(labels: np.ndarray, probs: np.ndarray, task: int) -> tuple[np.ndarray, np.ndarray]:
+    """One task's labelled rows: (labels (n,), probabilities (n,))."""
+    label_matrix, prob_matrix = as_task_matrix(labels), as_task_matrix(probs, "probs")
+    known = ~np.isnan(label_matrix[:, task])
+    return label_matrix[known, task], prob_matrix[known, task]
+
+
+def calibration_effect(
+    calibration: Calibration | Calibrator, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, Any]:
+    """Logloss, ECE (15 equal-width bins) and AUC before and after calibration, per split (and
+    per task when there are several).
+
+    Args:
+        calibration: one calibrator per task (a lone Calibrator: one task).
+        splits: split name -> (labels (N, T), raw probabilities (N, T)); (N,) for one task.
 
     Returns:
         ``{"method": ..., name: {"logloss_before", "logloss_after", "ece_before",
-        "ece_after", "auc_before", "auc_after"}}``.
+        "ece_after", "auc_before", "auc_after"}}``; several tasks: ``{name: {task: {...}}}``.
     """
-    # Imported here: the report package loads matplotlib and the bundle, which imports this
-    # module; scoring needs neither.
-    from finalmlp.report.curves import expected_calibration_error
-
-    effect: dict[str, Any] = {"method": calibrator.method}
+    if isinstance(calibration, Calibrator):
+        calibration = Calibration([calibration], ["label"])
+    effect: dict[str, Any] = {"method": calibration.method}
     for name, (labels, raw) in splits.items():
-        calibrated = calibrator.transform(raw)
-        effect[name] = {
-            "logloss_before": log_loss(labels, raw),
-            "logloss_after": log_loss(labels, calibrated),
-            "ece_before": expected_calibration_error(labels, raw),
-            "ece_after": expected_calibration_error(labels, calibrated),
-            "auc_before": roc_auc(labels, raw),
-            "auc_after": roc_auc(labels, calibrated),
-        }
+        per_task = {}
+        for t, (task, calibrator) in enumerate(
+            zip(calibration.tasks, calibration.calibrators, strict=True)
+        ):
+            known_labels, known_raw = _known(labels, raw, t)
+            calibrated = calibrator.transform(known_raw)
+            per_task[task] = {
+                "logloss_before": log_loss(known_labels, known_raw),
+                "logloss_after": log_loss(known_labels, calibrated),
+                "ece_before": expected_calibration_error(known_labels, known_raw),
+                "ece_after": expected_calibration_error(known_labels, calibrated),
+                "auc_before": roc_auc(known_labels, known_raw),
+                "auc_after": roc_auc(known_labels, calibrated),
+            }
+        effect[name] = next(iter(per_task.values())) if len(per_task) == 1 else per_task
     return effect
 
 
 def fit_calibration(
-    method: str, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]
-) -> tuple[Calibrator, dict[str, Any]]:
-    """Fit ``method`` on ``splits["valid"]`` and measure it on every split.
+    method: str,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    tasks: Sequence[str] = ("label",),
+) -> tuple[Calibration, dict[str, Any]]:
+    """Fit ``method`` per task on the labelled rows of ``splits["valid"]`` and measure it on
+    every split.
+
+    Args:
+        splits: split name -> (labels (N, T), raw probabilities (N, T)); (N,) for one task.
+        tasks: the T task names.
 
     Returns:
-        The fitted calibrator, and :func:`calibration_effect`'s report.
+        The fitted calibration, and :func:`calibration_effect`'s report.
     """
     labels, raw = splits["valid"]
-    calibrator = make_calibrator(method).fit(raw, labels)
-    return calibrator, calibration_effect(calibrator, splits)
+    calibrators = []
+    for t, task in enumerate(tasks):
+        known_labels, known_raw = _known(labels, raw, t)
+        try:
+            calibrators.append(make_calibrator(method).fit(known_raw, known_labels))
+        except DataError as exc:
+            raise DataError(f"task {task!r}: {exc}" if len(tasks) > 1 else str(exc)) from None
+    calibration = Calibration(calibrators, tasks)
+    return calibration, calibration_effect(calibration, splits)
 
 
 def describe_effect(effect: Mapping[str, Any]) -> str:
-    """One line per split: ``valid logloss 0.1438 -> 0.1402, ECE 0.0123 -> 0.0040``."""
+    """One line per split (and task): ``valid logloss 0.1438 -> 0.1402, ECE 0.0123 -> ...``."""
     lines = []
     for name, numbers in effect.items():
-        if isinstance(numbers, Mapping):
-            lines.append(
-                f"{name:<5} logloss {numbers['logloss_before']:.4f} -> "
-                f"{numbers['logloss_after']:.4f}, ECE {numbers['ece_before']:.4f} -> "
-                f"{numbers['ece_after']:.4f}, AUC {numbers['auc_before']:.4f} -> "
-                f"{numbers['auc_after']:.4f}"
-            )
+        if not isinstance(numbers, Mapping):
+            continue
+        if "logloss_before" not in numbers:  # several tasks
+            lines += [_effect_line(f"{name} {task}", n) for task, n in numbers.items()]
+        else:
+            lines.append(_effect_line(f"{name:<5}", numbers))
     return "\n".join(lines)
+
+
+def _effect_line(label: str, numbers: Mapping[str, float]) -> str:
+    return (
+        f"{label} logloss {numbers['logloss_before']:.4f} -> "
+        f"{numbers['logloss_after']:.4f}, ECE {numbers['ece_before']:.4f} -> "
+        f"{numbers['ece_after']:.4f}, AUC {numbers['auc_before']:.4f} -> "
+        f"{numbers['auc_after']:.4f}"
+    )

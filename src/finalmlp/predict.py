@@ -19,10 +19,10 @@ from finalmlp.calibration import fit_calibration
 from finalmlp.data.dataset import EncodedSplit, encode_frame, load_frames, prepare_data
 from finalmlp.data.readers import read_file
 from finalmlp.errors import ConfigError
+from finalmlp.inference import predict_proba
+from finalmlp.metrics import task_metrics
 from finalmlp.serve.batch import DEFAULT_CHUNK_ROWS, Backend, file_config, score_file
-from finalmlp.train.metrics import compute_metrics
 from finalmlp.train.progress import console
-from finalmlp.train.trainer import predict_proba
 
 
 def read_for_run(run: Run, path: Path, require_label: bool) -> EncodedSplit:
@@ -37,15 +37,16 @@ def read_for_run(run: Run, path: Path, require_label: bool) -> EncodedSplit:
 
 
 def evaluate_run(run_dir: Path, data_file: Path, calibrated: bool = True) -> dict[str, float]:
-    """AUC and logloss (and group AUC) of the run's scores on a labelled file: the scores it
-    serves, through its calibration when it has one, unless ``calibrated=False``."""
+    """AUC and logloss (and group AUC) of the run's scores on a labelled file, per task (see
+    :func:`finalmlp.metrics.task_metrics`): the scores it serves, through its calibration when
+    it has one, unless ``calibrated=False``."""
     run = load_run(run_dir)
     split = read_for_run(run, data_file, require_label=True)
     assert split.label is not None
     probs = predict_proba(run.model, split, run.config.train.eval_batch_size)
     if calibrated:
         probs = run.calibrate(probs)
-    return compute_metrics(split.label, probs, split.group)
+    return task_metrics(split.label, probs, run.tasks, split.group)
 
 
 def predict_file(
@@ -59,8 +60,8 @@ def predict_file(
     calibrated: bool = True,
 ) -> int:
     """Score every row of ``input_file`` (streamed in chunks); writes the id columns and one
-    ``score`` per input row, in order (calibrated when the run is, unless
-    ``calibrated=False``). Returns the number of rows."""
+    ``score`` per input row (``score_<task>`` per task of a multi-task run), in order
+    (calibrated when the run is, unless ``calibrated=False``). Returns the number of rows."""
     report = score_file(
         run_dir,
         input_file,
@@ -102,7 +103,7 @@ def calibrate_run(run_dir: Path, method: str) -> dict[str, Any] | None:
         assert split.label is not None
         raw = predict_proba(run.model, split, run.config.train.eval_batch_size)
         scored[name] = (split.label, raw)
-    calibration, metrics["calibration"] = fit_calibration(method, scored)
+    calibration, metrics["calibration"] = fit_calibration(method, scored, run.tasks)
     replace_calibration(run, calibration, metrics)
     return dict(metrics["calibration"])
 

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from finalmlp.data import dataset
+from finalmlp.data import cache as data_cache
 from finalmlp.data.dataset import cache_key, prepare_data
 from finalmlp.schema import DataConfig
 
@@ -46,7 +46,7 @@ def test_key_covers_polars_version_and_encoding_version(
     assert cache_key(config) != base
     monkeypatch.undo()
     assert cache_key(config) == base
-    monkeypatch.setattr(dataset, "ENCODING_VERSION", dataset.ENCODING_VERSION + 1)
+    monkeypatch.setattr(data_cache, "ENCODING_VERSION", data_cache.ENCODING_VERSION + 1)
     assert cache_key(config) != base
 
 

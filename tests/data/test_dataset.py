@@ -239,7 +239,7 @@ def test_random_split_is_disjoint_complete_and_sized(tmp_path: Path) -> None:
     # Labels travel with their rows.
     labels = np.loadtxt(train, delimiter=",", skiprows=1, usecols=0)
     for name in SPLITS:
-        np.testing.assert_array_equal(data.splits[name].label, labels[ids[name]])
+        np.testing.assert_array_equal(data.splits[name].label, labels[ids[name]][:, None])
 
 
 def test_random_split_is_deterministic_by_seed(tmp_path: Path) -> None:

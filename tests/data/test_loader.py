@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from finalmlp.data.dataset import EncodedSplit
-from finalmlp.data.loader import BatchLoader
+from finalmlp.data.split import BatchLoader
 from finalmlp.features.processor import EncodedFeatures
 
 

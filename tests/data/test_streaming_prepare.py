@@ -13,8 +13,8 @@ import pytest
 
 from finalmlp.config import parse_config
 from finalmlp.data.dataset import cache_key, prepare_data
-from finalmlp.data.stream import StreamingLoader
-from finalmlp.data.streaming import train_files
+from finalmlp.data.files import train_files
+from finalmlp.data.shards import StreamingLoader
 from finalmlp.data.synthetic import generate_synthetic, synthetic_features
 from finalmlp.errors import DataError
 from finalmlp.features.processor import FeatureProcessor
@@ -113,8 +113,11 @@ def test_shards_hold_what_in_memory_preparation_makes(tmp_path: Path, fmt: str) 
     np.testing.assert_allclose(batches[0].numeric.numpy(), expected.numeric, rtol=1e-6)
     label = batches[0].label
     assert label is not None
-    np.testing.assert_array_equal(label.numpy(), train_frame["label"].cast(pl.Float32).to_numpy())
-    assert stream.positives == int(train_frame["label"].sum())
+    np.testing.assert_array_equal(
+        label.numpy(), train_frame["label"].cast(pl.Float32).to_numpy()[:, None]
+    )
+    assert stream.labels is not None
+    assert stream.labels.positives == (int(train_frame["label"].sum()),)
 
     again = prepare_data(config.data)  # the second run opens the cache
     assert again.from_cache and again.rows == prepared.rows

@@ -31,8 +31,8 @@ def test_output_shape_and_every_parameter_gets_a_gradient(name: str, layout: Fie
     torch.manual_seed(0)
     model = build_model(layout, CONFIGS[name])
     batch = random_batch(layout, size=16)
-    logits = model(batch)
-    assert logits.shape == (16,)
+    assert model(batch).shape == (16, 1)  # (B, T): one task
+    logits = model(batch)[:, 0]
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
     (loss + model.regularization(0.01, 0.01)).backward()
     for pname, param in model.named_parameters():
@@ -56,7 +56,7 @@ def test_context_free_gate_learns_through_its_output_layer(layout: FieldLayout) 
     torch.manual_seed(0)
     model = build_model(layout, SMALL_FINAL)
     batch = random_batch(layout, size=16)
-    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch)[:, 0], batch.label).backward()
     assert model.gate2.mlp.layers[-1].bias.grad.abs().sum() > 0
 
 
@@ -66,7 +66,7 @@ def test_seeded_construction_and_forward_are_deterministic(name: str, layout: Fi
     for _ in range(2):
         torch.manual_seed(123)
         model = build_model(layout, CONFIGS[name]).eval()
-        outputs.append(model(random_batch(layout)))
+        outputs.append(model(random_batch(layout))[:, 0])
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
 
 
@@ -77,7 +77,7 @@ def test_finalmlp_without_gating_equals_fusion_of_plain_streams(layout: FieldLay
     batch = random_batch(layout)
     flat = model.embedding(batch).flatten(1)
     expected = model.aggregation(model.mlp1(flat), model.mlp2(flat))
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch)[:, 0], expected)
 
 
 def test_finalmlp_streams_see_gated_embeddings(layout: FieldLayout) -> None:
@@ -89,7 +89,7 @@ def test_finalmlp_streams_see_gated_embeddings(layout: FieldLayout) -> None:
     flat = model.embedding(batch).flatten(1)
     g1, g2 = model.gates(batch)
     expected = model.aggregation(model.mlp1(flat * g1), model.mlp2(flat * g2))
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch)[:, 0], expected)
     assert not torch.allclose(g1, torch.ones_like(g1))
 
 

@@ -79,8 +79,9 @@ def test_output_shape_and_every_parameter_gets_a_gradient(name: str, layout: Fie
     torch.manual_seed(0)
     model = build_model(layout, CONFIGS[name])
     batch = random_batch(layout, size=16)
-    logits = model(batch)
-    assert logits.shape == (16,) and logits.dtype == torch.float32
+    assert model(batch).shape == (16, 1)  # (B, T): one task
+    logits = model(batch)[:, 0]
+    assert logits.dtype == torch.float32
     loss = functional.binary_cross_entropy_with_logits(logits, batch.label)
     (loss + model.regularization(0.01, 0.01)).backward()
     for pname, param in model.named_parameters():
@@ -94,7 +95,7 @@ def test_seeded_construction_and_forward_are_deterministic(name: str, layout: Fi
     for _ in range(2):
         torch.manual_seed(123)
         model = build_model(layout, CONFIGS[name]).eval()
-        outputs.append(model(random_batch(layout)))
+        outputs.append(model(random_batch(layout))[:, 0])
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
 
 
@@ -138,7 +139,7 @@ def test_fm_is_bias_plus_weights_plus_pairwise_dot_products(layout: FieldLayout)
             for j in range(i + 1, layout.num_fields):
                 value = value + emb[row, i] @ emb[row, j]
         expected.append(value)
-    torch.testing.assert_close(model(batch), torch.stack(expected))
+    torch.testing.assert_close(model(batch)[:, 0], torch.stack(expected))
 
 
 def test_linear_term_is_a_sum_of_one_weight_per_value(layout: FieldLayout) -> None:
@@ -166,7 +167,7 @@ def test_deepfm_adds_fm_and_mlp_over_the_same_embeddings(layout: FieldLayout) ->
     batch = random_batch(layout)
     emb = model.embedding(batch)
     expected = model.linear(batch) + pairwise_interactions(emb) + model.mlp(emb.flatten(1))[:, 0]
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch)[:, 0], expected)
 
 
 def test_widedeep_adds_a_bias_free_wide_part_to_the_deep_logit(layout: FieldLayout) -> None:
@@ -176,7 +177,7 @@ def test_widedeep_adds_a_bias_free_wide_part_to_the_deep_logit(layout: FieldLayo
     assert model.wide.bias is None  # the deep part's output layer carries the bias
     batch = random_batch(layout)
     expected = model.wide(batch) + model.deep(model.embedding(batch).flatten(1))[:, 0]
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch)[:, 0], expected)
 
 
 # ----------------------------------------------------------------------------- DCN
@@ -203,7 +204,7 @@ def test_dcn_concatenates_cross_and_mlp_outputs(layout: FieldLayout) -> None:
     x0 = model.embedding(batch).flatten(1)
     assert model.output.in_features == x0.shape[1] + 8  # F*E + the MLP's last width
     expected = model.output(torch.cat([model.cross(x0), model.mlp(x0)], dim=1))[:, 0]
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch)[:, 0], expected)
 
 
 def test_dcn_cross_weights_and_biases_are_under_net_l2(layout: FieldLayout) -> None:
@@ -292,7 +293,7 @@ def test_dcnv2_structures_wire_cross_and_mlp(structure: str, layout: FieldLayout
     else:
         assert model.mlp is None and model.output.in_features == x0.shape[1]
         hidden = crossed
-    torch.testing.assert_close(model(batch), model.output(hidden)[:, 0])
+    torch.testing.assert_close(model(batch), model.output(hidden))
 
 
 def test_dcnv2_stacked_and_parallel_differ_with_the_same_weights(layout: FieldLayout) -> None:
@@ -302,7 +303,7 @@ def test_dcnv2_stacked_and_parallel_differ_with_the_same_weights(layout: FieldLa
         torch.manual_seed(0)
         model = DCNv2(layout, SMALL_DCNV2.model_copy(update={"structure": structure})).eval()
         spread_embeddings(model, std=0.3)
-        outputs[structure] = model(random_batch(layout))
+        outputs[structure] = model(random_batch(layout))[:, 0]
     assert not torch.allclose(outputs["stacked"], outputs["parallel"])
 
 
@@ -379,7 +380,7 @@ def frappe_2000() -> tuple[FieldLayout, Batch]:
     batch = Batch(
         torch.from_numpy(features.categorical),
         torch.from_numpy(features.numeric),
-        label=torch.from_numpy(split.label),
+        label=torch.from_numpy(split.label[:, 0]),
     )
     return processor.layout, batch
 
@@ -396,7 +397,7 @@ def one_thread() -> Iterator[None]:
 @pytest.mark.parametrize("name", sorted(OVERFIT))
 @pytest.mark.usefixtures("one_thread")
 def test_overfits_2000_frappe_rows(name: str, frappe_2000: tuple[FieldLayout, Batch]) -> None:
-    from finalmlp.train.metrics import roc_auc
+    from finalmlp.metrics import roc_auc
 
     layout, data = frappe_2000
     config, learning_rate = OVERFIT[name]
@@ -409,13 +410,13 @@ def test_overfits_2000_frappe_rows(name: str, frappe_2000: tuple[FieldLayout, Ba
         for rows in torch.randperm(data.size, generator=generator).split(250):
             batch = Batch(data.categorical[rows], data.numeric[rows], label=data.label[rows])
             assert batch.label is not None
-            loss = functional.binary_cross_entropy_with_logits(model(batch), batch.label)
+            loss = functional.binary_cross_entropy_with_logits(model(batch)[:, 0], batch.label)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model.eval()
     with torch.no_grad():
-        scores = model(data).numpy()
+        scores = model(data)[:, 0].numpy()
     assert data.label is not None
     auc = roc_auc(data.label.numpy(), scores)
     assert auc > 0.95, f"{name}: train AUC {auc:.4f} after 80 steps"
@@ -443,5 +444,5 @@ def test_exports_to_onnx_and_scores_like_torch(name: str, tmp_path: Path) -> Non
     features = sample_features(run, 100, seed=7)
     onnx_scores = OnnxModel.from_run(run_dir).predict(features)
     torch_scores = torch_probabilities(run.model, features)
-    assert onnx_scores.shape == (100,) and torch_scores.std() > 1e-3  # rows score differently
+    assert onnx_scores.shape == (100, 1) and torch_scores.std() > 1e-3  # rows score differently
     np.testing.assert_allclose(onnx_scores, torch_scores, rtol=0, atol=1e-5)

@@ -27,6 +27,7 @@ from finalmlp.data.recipes import apply_recipe
 from finalmlp.errors import ConfigError
 from finalmlp.features.processor import EncodedFeatures, FeatureProcessor
 from finalmlp.layout import FieldLayout
+from finalmlp.metrics import roc_auc
 from finalmlp.models import build_model
 from finalmlp.models.autoint import AutoInt, MultiHeadSelfAttention
 from finalmlp.models.finalnet import FactorizedInteraction, FinalNet
@@ -40,7 +41,6 @@ from finalmlp.schema import (
     XDeepFMConfig,
 )
 from finalmlp.serve.onnx import OnnxModel, export_onnx, sample_features, torch_probabilities
-from finalmlp.train.metrics import roc_auc
 
 SMALL: dict[str, XDeepFMConfig | AutoIntConfig | FinalNetConfig] = {
     "xdeepfm": XDeepFMConfig(
@@ -75,9 +75,9 @@ NAMES = sorted(SMALL)
 def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """The trainer's training loss: BCE on the returned logits plus the model's extra term."""
     assert batch.label is not None
-    logits = model(batch)
-    loss = functional.binary_cross_entropy_with_logits(logits, batch.label)
-    extra = model.auxiliary_loss(logits, batch.label)
+    logits = model(batch)  # (B, 1)
+    loss = functional.binary_cross_entropy_with_logits(logits[:, 0], batch.label)
+    extra = model.auxiliary_loss(logits, batch.label.unsqueeze(-1))
     return loss if extra is None else loss + extra
 
 
@@ -87,7 +87,7 @@ def test_output_shape_and_every_parameter_gets_a_gradient(name: str, layout: Fie
     torch.manual_seed(0)
     model = build_model(layout, SMALL[name])
     batch = random_batch(layout, size=16)
-    assert model(batch).shape == (16,)
+    assert model(batch).shape == (16, 1)  # (B, T): one task
     (_loss(model, batch) + model.regularization(0.01, 0.01)).backward()
     for pname, param in model.named_parameters():
         assert param.grad is not None, f"{pname} got no gradient"
@@ -101,7 +101,8 @@ def test_seeded_construction_and_forward_are_deterministic(name: str, layout: Fi
         torch.manual_seed(123)
         model = build_model(layout, SMALL[name])
         batch = random_batch(layout)
-        outputs.append(torch.cat([model(batch), model.eval()(batch)]))  # dropout on, then off
+        # dropout on, then off
+        outputs.append(torch.cat([model(batch)[:, 0], model.eval()(batch)[:, 0]]))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
 
 
@@ -166,9 +167,9 @@ def test_xdeepfm_sums_linear_cin_and_dnn_logits(layout: FieldLayout) -> None:
         + model.cin(embedded)
         + model.dnn(embedded.flatten(1)).squeeze(-1)
     )
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch)[:, 0], expected)
     cin_only = XDeepFM(layout, SMALL["xdeepfm"].model_copy(update={"mlp": None}))
-    assert cin_only.dnn is None and cin_only(batch).shape == (32,)
+    assert cin_only.dnn is None and cin_only(batch)[:, 0].shape == (32,)
 
 
 # ----------------------------------------------------------------------------- AutoInt+
@@ -215,7 +216,7 @@ def test_autoint_sums_attention_dnn_and_wide_logits(layout: FieldLayout) -> None
         + model.dnn(embedded.flatten(1)).squeeze(-1)
         + model.wide(batch).sum(dim=(1, 2))
     )
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch)[:, 0], expected)
 
 
 # ----------------------------------------------------------------------------- FinalNet
@@ -244,7 +245,7 @@ def test_finalnet_2b_self_distillation_matches_explicit_formula(layout: FieldLay
     model = FinalNet(layout, SMALL["finalnet_2b"]).train()
     batch = random_batch(layout, size=16)
     assert batch.label is not None
-    logits = model(batch)
+    logits = model(batch)  # (B, 1)
     assert model.block_logits is not None
     logit1, logit2 = model.block_logits
     logit1.retain_grad()
@@ -271,7 +272,7 @@ def test_finalnet_2b_auxiliary_loss_reaches_both_blocks(layout: FieldLayout) -> 
     model = FinalNet(layout, SMALL["finalnet_2b"]).train()
     batch = random_batch(layout, size=16)
     assert batch.label is not None
-    aux = model.auxiliary_loss(model(batch), batch.label)
+    aux = model.auxiliary_loss(model(batch), batch.label.unsqueeze(-1))
     assert aux is not None
     aux.backward()
     for prefix in ("embedding.", "gate.", "block1.", "output1.", "block2.", "output2."):
@@ -284,7 +285,7 @@ def test_finalnet_eval_forward_returns_the_ensemble_only(layout: FieldLayout) ->
     model = FinalNet(layout, SMALL["finalnet_2b"]).eval()
     batch = random_batch(layout)
     assert batch.label is not None
-    logits = model(batch)
+    logits = model(batch)[:, 0]
     assert model.block_logits is None
     assert model.auxiliary_loss(logits, batch.label) is None
     assert model.gate is not None and model.block2 is not None and model.output2 is not None
@@ -300,11 +301,11 @@ def test_finalnet_1b_is_block1_alone_without_auxiliary_loss(layout: FieldLayout)
     assert model.block2 is None and model.output2 is None and model.gate is not None
     batch = random_batch(layout)
     assert batch.label is not None
-    logits = model(batch)
+    logits = model(batch)[:, 0]
     assert model.auxiliary_loss(logits, batch.label) is None
     model.eval()
     gated = model.gate(model.embedding(batch)).flatten(1)
-    torch.testing.assert_close(model(batch), model.output1(model.block1(gated)).squeeze(-1))
+    torch.testing.assert_close(model(batch), model.output1(model.block1(gated)))
 
 
 # ----------------------------------------------------------------------------- config errors
@@ -427,7 +428,7 @@ def test_overfits_2000_frappe_rows(
             optimizer.step()
     model.eval()
     with torch.no_grad():
-        scores = model(Batch(categorical, numeric, (), label)).numpy()
+        scores = model(Batch(categorical, numeric, (), label))[:, 0].numpy()
     assert roc_auc(labels, scores) > 0.95
 
 

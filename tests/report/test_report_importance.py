@@ -33,7 +33,7 @@ class SignalOnly(CTRModel):
         self.value = nn.Parameter(torch.linspace(-3.0, 3.0, 12))
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.value[batch.categorical[:, 0].long()]  # (B,)
+        return self.value[batch.categorical[:, 0].long()].unsqueeze(-1)  # (B, 1)
 
 
 def _split(rows: int = 4_000, seed: int = 0) -> EncodedSplit:

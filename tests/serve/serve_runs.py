@@ -76,6 +76,8 @@ def make_run(
     )
     frame = pl.read_csv(train, infer_schema=False)  # numeric text is parsed by the processor
     processor = FeatureProcessor(config.data.features).fit(frame)
+    # the Linear layers' xavier draws: the same run whatever ran before
+    torch.manual_seed(2023 + seed)
     net = build_model(processor.layout, config.model)
     generator = torch.Generator().manual_seed(seed)
     keep = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Linear)}  # xavier

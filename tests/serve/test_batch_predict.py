@@ -32,7 +32,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _whole_file_scores(run_dir: Path, data: pl.DataFrame) -> np.ndarray:
     """The reference: all rows at once through the HTTP service's scoring path."""
     scorer = Scorer(load_run(run_dir))
-    return scorer.score_frame(data.with_columns(pl.col("price").cast(pl.Float64, strict=False)))
+    frame = data.with_columns(pl.col("price").cast(pl.Float64, strict=False))
+    return scorer.score_frame(frame)[:, 0]
 
 
 def test_chunks_score_like_the_whole_file_in_order_with_ids_as_read(

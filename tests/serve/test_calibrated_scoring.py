@@ -14,6 +14,7 @@ from serve_runs import make_run, rows
 
 from finalmlp.bundle import load_run, replace_calibration, save_run
 from finalmlp.calibration import Calibrator, IsotonicCalibrator, PlattCalibrator
+from finalmlp.metrics import compute_metrics
 from finalmlp.predict import evaluate_run
 from finalmlp.serve.ab import Arm
 from finalmlp.serve.app import create_app, load_arms
@@ -21,7 +22,6 @@ from finalmlp.serve.batch import score_file
 from finalmlp.serve.onnx import export_onnx, export_problem
 from finalmlp.serve.scorer import Scorer
 from finalmlp.serve.settings import ServeSettings
-from finalmlp.train.metrics import compute_metrics
 
 PLATT = PlattCalibrator.from_dict({"slope": 0.5, "intercept": -0.7})
 
@@ -39,7 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     export_onnx(paths["platt"])
     attach(paths["platt"], PLATT)
     data = rows(400, seed=3)
-    raw = Scorer(load_run(paths["raw"])).score_frame(_typed(data))
+    raw = Scorer(load_run(paths["raw"])).score_frame(_typed(data))[:, 0]
     labels = np.random.default_rng(0).random(raw.size) < raw
     attach(paths["isotonic"], IsotonicCalibrator().fit(raw, labels))
     return paths
@@ -82,7 +82,7 @@ def test_evaluate_scores_the_calibrated_probabilities(
 ) -> None:
     data = rows(200, seed=4)
     data.write_csv(tmp_path / "labelled.csv")
-    raw = Scorer(load_run(runs["raw"])).score_frame(_typed(data))
+    raw = Scorer(load_run(runs["raw"])).score_frame(_typed(data))[:, 0]
     labels = data["label"].cast(pl.Float64).to_numpy()
     metrics = evaluate_run(runs["platt"], tmp_path / "labelled.csv")
     expected = compute_metrics(labels, PLATT.transform(raw))
@@ -115,7 +115,7 @@ def test_each_http_arm_applies_its_own_calibration(runs: dict[str, Path]) -> Non
     big = records * 60  # over the row-wise limit: the processor's path, calibrated too
     scorer = bundles[1].scorer
     np.testing.assert_allclose(
-        scorer.score_records(big), np.tile(predictions["platt"], 60), rtol=1e-5
+        scorer.score_records(big)[:, 0], np.tile(predictions["platt"], 60), rtol=1e-5
     )
 
 

@@ -18,6 +18,7 @@ from finalmlp.bundle import load_run
 from finalmlp.cli.main import USER_ERROR_EXIT, app
 from finalmlp.config import parse_config
 from finalmlp.errors import DataError
+from finalmlp.inference import predict_proba
 from finalmlp.predict import read_for_run
 from finalmlp.serve.onnx import (
     ExportError,
@@ -27,7 +28,6 @@ from finalmlp.serve.onnx import (
     file_sha256,
 )
 from finalmlp.train.run import train_from_config
-from finalmlp.train.trainer import predict_proba
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -70,7 +70,7 @@ def test_frappe_test_rows_score_the_same_with_onnx_runtime(
     result = export_onnx(frappe_run)
     assert result.exporter == "torchscript" and result.max_abs_diff < 1e-5
     onnx_scores, torch_scores = _parity(frappe_run, shared_data / "frappe_x1" / "test.csv")
-    assert onnx_scores.shape == (28_860,)
+    assert onnx_scores.shape == (28_860, 1)
     assert torch_scores.std() > 0.05  # a trained model: the rows get different scores
     np.testing.assert_allclose(onnx_scores, torch_scores, rtol=0, atol=1e-5)
 

@@ -16,10 +16,11 @@ from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
 from finalmlp.errors import DataError, TrainingError
 from finalmlp.features.processor import EncodedFeatures
+from finalmlp.inference import predict_proba
 from finalmlp.layout import FieldLayout
 from finalmlp.models import CTRModel, build_model
 from finalmlp.schema import FinalMLPConfig, LRConfig, MLPConfig, TrainConfig
-from finalmlp.train.trainer import EarlyStopping, Trainer, predict_proba
+from finalmlp.train.trainer import EarlyStopping, Trainer
 
 LAYOUT = FieldLayout(
     table_sizes=(10, 6),
@@ -344,7 +345,7 @@ def test_predict_proba_matches_forward_in_row_order_in_eval_mode() -> None:
     first = predict_proba(model, split, batch_size=7)  # 8 batches, the last one short
     assert not model.training
     second = predict_proba(model, split, batch_size=50)
-    assert first.dtype == np.float64 and first.shape == (50,)
+    assert first.dtype == np.float64 and first.shape == (50, 1)  # (N, T)
     np.testing.assert_array_equal(first, predict_proba(model, split, batch_size=7))
     np.testing.assert_allclose(first, second, rtol=1e-6, atol=1e-7)
     with torch.no_grad():

@@ -345,7 +345,7 @@ def _read_libsvm(
 def _wanted_columns(config: DataConfig, require_label: bool) -> list[str]:
     columns = [f.column for f in config.features]
     if require_label:
-        columns.insert(0, config.label)
+        columns[:0] = config.label_columns
         if config.group is not None:
             columns.append(config.group)
     return list(dict.fromkeys(columns))
@@ -356,9 +356,16 @@ def _check_present(path: Path, available: list[str], wanted: list[str], config: 
     if not missing:
         return
     shown = available if len(available) <= 50 else [*available[:50], "..."]
-    if config.label in missing:
+    for task in config.tasks:
+        if task.column not in missing:
+            continue
+        if task.allow_missing:
+            raise SchemaError(
+                f"label column {task.column!r} of task {task.name!r} not found in {path}; its "
+                f"columns are {shown}. Fix the task's column in data.labels"
+            )
         raise SchemaError(
-            f"label column {config.label!r} not found in {path}; its columns are {shown}. "
+            f"label column {task.column!r} not found in {path}; its columns are {shown}. "
             "Set data.label to the column holding 0/1 clicks"
         )
     feature_columns = {f.column for f in config.features}

@@ -6,7 +6,7 @@ can stop at the first problem (``on_bad_rows: error``) or drop every flagged row
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,7 @@ from finalmlp.columns import float_values
 from finalmlp.data.badrows import Policy, bad_rows, row_json
 from finalmlp.data.textlines import RowPlaces
 from finalmlp.errors import DataError
-from finalmlp.schema import DataConfig, NumericFeature
+from finalmlp.schema import DataConfig, NumericFeature, Task
 
 LABEL_VALUES = (0.0, 1.0)
 
@@ -54,9 +54,10 @@ def parse_values(
     checks: list[ValueCheck] = []
     parsed: list[pl.Series] = []
     if label:
-        values, label_checks = _label_values(frame[config.label], config.label_map)
-        parsed.append(values)
-        checks += label_checks
+        for task in config.tasks:
+            values, label_checks = _label_values(frame[task.column], task)
+            parsed.append(values.alias(task.frame_column))
+            checks += label_checks
     numeric = [f.column for f in config.features if isinstance(f, NumericFeature)]
     for column in dict.fromkeys(numeric):
         values, numeric_checks = _numeric_values(frame[column], finite)
@@ -146,11 +147,13 @@ def _numeric_values(raw: pl.Series, finite: bool) -> tuple[pl.Series, list[Value
     return values, checks
 
 
-def _label_values(
-    raw: pl.Series, label_map: Mapping[str, int] | None
-) -> tuple[pl.Series, list[ValueCheck]]:
-    """The label as Float64 0/1; empty and bad values are null and flagged."""
+def _label_values(raw: pl.Series, task: Task) -> tuple[pl.Series, list[ValueCheck]]:
+    """A task's label as Float64 0/1; empty and bad values are null. Bad values are flagged,
+    and empty ones too unless the task allows missing labels (``data.labels``)."""
     name = raw.name
+    label_map = task.label_map
+    what = f"label column {name!r}" + ("" if task.name == name else f" (task {task.name!r})")
+    map_name = f"the label_map of task {task.name!r}" if task.allow_missing else "data.label_map"
     if label_map is None:
         numbers, not_number = float_values(
             raw.cast(pl.Float64) if raw.dtype == pl.Boolean else raw, "a 0/1 label"
@@ -161,7 +164,7 @@ def _label_values(
 
         def bad_message(row: int, where: str) -> str:
             return (
-                f"label column {name!r} must hold 0/1 (or -1/1), got {raw[row]!r} on {where}; "
+                f"{what} must hold 0/1 (or -1/1), got {raw[row]!r} on {where}; "
                 "binarize the label first, or map its values with data.label_map"
             )
     else:
@@ -176,21 +179,23 @@ def _label_values(
 
         def bad_message(row: int, where: str) -> str:
             return (
-                f"label column {name!r} holds a value that data.label_map does not map (it "
-                f"maps {known}): {raw[row]!r} on {where}; add the value to data.label_map"
+                f"{what} holds a value that {map_name} does not map (it "
+                f"maps {known}): {raw[row]!r} on {where}; add the value to {map_name}"
             )
 
-    checks = [
-        ValueCheck(
-            "empty_label",
-            name,
-            empty.fill_null(False),
-            lambda row, where: (
-                f"label column {name!r} is empty on {where}; every training row needs a 0/1 label"
+    checks = [ValueCheck("bad_label", name, bad.fill_null(False), bad_message)]
+    if not task.allow_missing:
+        checks.insert(
+            0,
+            ValueCheck(
+                "empty_label",
+                name,
+                empty.fill_null(False),
+                lambda row, where: (
+                    f"{what} is empty on {where}; every training row needs a 0/1 label"
+                ),
             ),
-        ),
-        ValueCheck("bad_label", name, bad.fill_null(False), bad_message),
-    ]
+        )
     return values.alias(name), checks
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
 from finalmlp.models.autoint import AutoInt
 from finalmlp.models.base import CTRModel
@@ -36,9 +37,24 @@ MODELS: dict[str, Callable[..., CTRModel]] = {
 }
 
 
-def build_model(layout: FieldLayout, config: ModelConfig) -> CTRModel:
-    """Instantiate the model named by ``config.name`` for the given fields."""
-    return MODELS[config.name](layout, config)
+MULTITASK_MODELS = ("sharebottom", "mmoe", "ple", "home", "finalmlp")
+
+
+def build_model(layout: FieldLayout, config: ModelConfig, num_tasks: int = 1) -> CTRModel:
+    """Instantiate the model named by ``config.name`` for the given fields and tasks.
+
+    Raises:
+        ConfigError: several tasks for a model that predicts one.
+    """
+    model_class = MODELS[config.name]
+    if num_tasks == 1:
+        return model_class(layout, config)
+    if not getattr(model_class, "multitask", False):
+        raise ConfigError(
+            f"model {config.name!r} predicts one task, but data.labels has {num_tasks}; use a "
+            f"multi-task model ({', '.join(MULTITASK_MODELS)}) or one data.label"
+        )
+    return model_class(layout, config, num_tasks=num_tasks)
 
 
 __all__ = [

@@ -89,7 +89,7 @@ class AutoInt(CTRModel):
 
     Example:
         >>> model = AutoInt(layout, AutoIntConfig(attention_dim=32, num_heads=2))
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: AutoIntConfig) -> None:
@@ -124,4 +124,4 @@ class AutoInt(CTRModel):
             logit = logit + self.dnn(embedded.flatten(start_dim=1)).squeeze(-1)
         if self.wide is not None:
             logit = logit + self.wide(batch).sum(dim=(1, 2))
-        return logit
+        return logit.unsqueeze(-1)  # (B, 1)

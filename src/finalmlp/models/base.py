@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -9,15 +11,24 @@ from finalmlp.batch import Batch
 
 
 class CTRModel(nn.Module):
-    """Base class: ``forward(batch) -> logits (B,)``; the loss lives in the trainer."""
+    """Base class: ``forward(batch) -> logits (B, T)``, one column per task (T = 1 for one
+    task); the loss lives in the trainer.
+
+    A model that can learn several tasks at once sets ``multitask = True`` and takes
+    ``num_tasks`` in its constructor (see :func:`finalmlp.models.build_model`).
+    """
+
+    multitask: ClassVar[bool] = False
+    num_tasks: int = 1
 
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def auxiliary_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
-        """Extra training loss beside the trainer's BCE on ``logits`` (e.g. FinalNet's
+        """Extra training loss beside the trainer's BCE on ``logits`` (B, T) (e.g. FinalNet's
         self-distillation); called right after a training-mode ``forward``, so a model may use
-        tensors it kept from that call. None (the default) adds nothing."""
+        tensors it kept from that call. ``label`` is (B, T), NaN where missing. None (the
+        default) adds nothing."""
         return None
 
     def regularization(

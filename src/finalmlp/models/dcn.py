@@ -50,7 +50,7 @@ class DCN(CTRModel):
 
     Example:
         >>> model = DCN(layout, DCNConfig(num_cross_layers=3))
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: DCNConfig) -> None:
@@ -66,4 +66,4 @@ class DCN(CTRModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         x0 = self.embedding(batch).flatten(start_dim=1)  # (B, F*E)
         stacked = torch.cat([self.cross(x0), self.mlp(x0)], dim=1)  # (B, F*E + H)
-        return self.output(stacked).squeeze(-1)  # (B,)
+        return self.output(stacked)  # (B, 1)

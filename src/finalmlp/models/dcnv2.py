@@ -82,7 +82,7 @@ class DCNv2(CTRModel):
 
     Example:
         >>> model = DCNv2(layout, DCNv2Config(structure="parallel", num_cross_layers=4))
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: DCNv2Config) -> None:
@@ -113,4 +113,4 @@ class DCNv2(CTRModel):
             hidden = self.mlp(crossed)  # (B, H)
         else:  # parallel
             hidden = torch.cat([crossed, self.mlp(x0)], dim=1)  # (B, F*E + H)
-        return self.output(hidden).squeeze(-1)  # (B,)
+        return self.output(hidden)  # (B, 1)

@@ -29,7 +29,7 @@ class DeepFM(CTRModel):
 
     Example:
         >>> model = DeepFM(layout, DeepFMConfig())
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: DeepFMConfig) -> None:
@@ -44,4 +44,4 @@ class DeepFM(CTRModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         embeddings = self.embedding(batch)  # (B, F, E)
         fm = self.linear(batch) + pairwise_interactions(embeddings)  # (B,)
-        return fm + self.mlp(embeddings.flatten(start_dim=1)).squeeze(-1)  # (B,)
+        return fm.unsqueeze(-1) + self.mlp(embeddings.flatten(start_dim=1))  # (B, 1)

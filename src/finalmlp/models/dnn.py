@@ -20,7 +20,7 @@ class DNN(CTRModel):
 
     Example:
         >>> model = DNN(layout, DNNConfig(mlp=MLPConfig(hidden_units=[400, 400, 400])))
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: DNNConfig) -> None:
@@ -33,4 +33,4 @@ class DNN(CTRModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         flat = self.embedding(batch).flatten(start_dim=1)  # (B, F*E)
-        return self.mlp(flat).squeeze(-1)  # (B,)
+        return self.mlp(flat)  # (B, 1)

@@ -25,4 +25,4 @@ class DualMLP(CTRModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         flat = self.embedding(batch).flatten(start_dim=1)  # (B, F*E)
-        return (self.mlp1(flat) + self.mlp2(flat)).squeeze(-1)  # (B,)
+        return self.mlp1(flat) + self.mlp2(flat)  # (B, 1)

@@ -104,7 +104,7 @@ class FinalNet(CTRModel):
 
     Example:
         >>> model = FinalNet(layout, FinalNetConfig(block_type="2B"))
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: FinalNetConfig) -> None:
@@ -128,10 +128,10 @@ class FinalNet(CTRModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         embedded = self.embedding(batch)  # (B, F, E)
         gated = embedded if self.gate is None else self.gate(embedded)  # (B, F or 2F, E)
-        logit1 = self.output1(self.block1(gated.flatten(start_dim=1))).squeeze(-1)  # (B,)
+        logit1 = self.output1(self.block1(gated.flatten(start_dim=1)))  # (B, 1)
         if self.block2 is None or self.output2 is None:
             return logit1
-        logit2 = self.output2(self.block2(embedded.flatten(start_dim=1))).squeeze(-1)
+        logit2 = self.output2(self.block2(embedded.flatten(start_dim=1)))  # (B, 1)
         if self.training:
             self.block_logits = (logit1, logit2)
         return 0.5 * (logit1 + logit2)

@@ -21,7 +21,7 @@ class FactorizationMachine(CTRModel):
 
     Example:
         >>> model = FactorizationMachine(layout, FMConfig(embedding_dim=10))
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: FMConfig) -> None:
@@ -31,4 +31,5 @@ class FactorizationMachine(CTRModel):
         self.linear = LinearTerm(layout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.linear(batch) + pairwise_interactions(self.embedding(batch))  # (B,)
+        logit = self.linear(batch) + pairwise_interactions(self.embedding(batch))  # (B,)
+        return logit.unsqueeze(-1)  # (B, 1)

@@ -22,4 +22,4 @@ class LogisticRegression(CTRModel):
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.weights(batch).sum(dim=(1, 2)) + self.bias  # (B,)
+        return (self.weights(batch).sum(dim=(1, 2)) + self.bias).unsqueeze(-1)  # (B, 1)

@@ -23,7 +23,7 @@ class WideDeep(CTRModel):
 
     Example:
         >>> model = WideDeep(layout, WideDeepConfig())
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: WideDeepConfig) -> None:
@@ -37,4 +37,4 @@ class WideDeep(CTRModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         flat = self.embedding(batch).flatten(start_dim=1)  # (B, F*E)
-        return self.wide(batch) + self.deep(flat).squeeze(-1)  # (B,)
+        return self.wide(batch).unsqueeze(-1) + self.deep(flat)  # (B, 1)

@@ -75,7 +75,7 @@ class XDeepFM(CTRModel):
 
     Example:
         >>> model = XDeepFM(layout, XDeepFMConfig(cin_hidden_units=[16, 16]))
-        >>> logits = model(batch)  # (B,)
+        >>> logits = model(batch)  # (B, 1)
     """
 
     def __init__(self, layout: FieldLayout, config: XDeepFMConfig) -> None:
@@ -97,4 +97,4 @@ class XDeepFM(CTRModel):
         logit = self.linear(batch).sum(dim=(1, 2)) + self.cin(embedded)  # (B,)
         if self.dnn is not None:
             logit = logit + self.dnn(embedded.flatten(start_dim=1)).squeeze(-1)
-        return logit
+        return logit.unsqueeze(-1)  # (B, 1)

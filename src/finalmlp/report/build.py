@@ -15,12 +15,12 @@ import numpy as np
 from finalmlp.bundle import Run, load_run
 from finalmlp.data.dataset import EncodedSplit, encode_frame, load_frames, prepare_data
 from finalmlp.features.processor import EncodedFeatures, FeatureProcessor
+from finalmlp.inference import predict_proba
 from finalmlp.io import atomic_write_text
 from finalmlp.report import sections
 from finalmlp.report.gates import mean_gates
 from finalmlp.report.html import Section, render_html
 from finalmlp.report.importance import permutation_importance
-from finalmlp.train.trainer import predict_proba
 
 REPORT_FILE = "report.html"
 VALID_MAX_ROWS = 20_000  # importance and gates on at most this many validation rows
@@ -67,8 +67,9 @@ def build_sections(run: Run, splits: dict[str, EncodedSplit]) -> list[Section]:
     batch_size = run.config.train.eval_batch_size
     test = splits["test"]
     assert test.label is not None  # prepared splits are labelled
-    labels = np.asarray(test.label)
+    labels = np.asarray(test.label)[:, 0]
     probs, calibrated = served_probs(run, predict_proba(run.model, test, batch_size))
+    probs = probs[:, 0]
     built = [
         sections.summary_section(run.metrics, run.path, labels, probs, calibrated),
         sections.history_section(run.metrics.get("history")),

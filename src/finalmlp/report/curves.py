@@ -11,37 +11,24 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-DEFAULT_BINS = 15  # Guo et al. 2017 ("On Calibration of Modern Neural Networks") use 15
+from finalmlp.metrics import (  # re-exported: the report's curves and calibration in one place
+    DEFAULT_BINS,
+    Reliability,
+    expected_calibration_error,
+    reliability,
+)
 
-
-@dataclass(frozen=True)
-class Reliability:
-    """Equal-width bins over [0, 1] of predicted probabilities.
-
-    Attributes:
-        edges: (K+1,) bin edges, 0 to 1; bin k holds ``edges[k] < p <= edges[k+1]`` (0 goes to
-            the first bin).
-        counts: (K,) rows per bin.
-        mean_pred: (K,) mean predicted probability per bin (nan where empty).
-        frac_pos: (K,) fraction of positives per bin (nan where empty).
-    """
-
-    edges: np.ndarray
-    counts: np.ndarray
-    mean_pred: np.ndarray
-    frac_pos: np.ndarray
-
-    @property
-    def ece(self) -> float:
-        """``sum_k (n_k / N) |mean_pred_k - frac_pos_k|`` over non-empty bins."""
-        filled = self.counts > 0
-        weights = self.counts[filled] / self.counts.sum()
-        gaps = np.abs(self.mean_pred[filled] - self.frac_pos[filled])
-        return float((weights * gaps).sum())
+__all__ = [
+    "DEFAULT_BINS",
+    "Reliability",
+    "average_precision",
+    "expected_calibration_error",
+    "precision_recall_curve",
+    "reliability",
+    "roc_curve",
+]
 
 
 def _binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,35 +94,3 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     """``sum_n (R_n - R_{n-1}) P_n``: the step-wise area under the precision-recall curve."""
     precision, recall, _ = precision_recall_curve(labels, scores)
     return float(-np.sum(np.diff(recall) * precision[:-1]))
-
-
-def reliability(labels: np.ndarray, probs: np.ndarray, num_bins: int = DEFAULT_BINS) -> Reliability:
-    """Bin predicted probabilities into ``num_bins`` equal-width bins over [0, 1].
-
-    Args:
-        labels: (N,) 0/1 targets.
-        probs: (N,) predicted probabilities of the positive class.
-        num_bins: K, the number of bins.
-    """
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be at least 1, got {num_bins}")
-    is_positive, values = _binary(labels, probs)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    bins = np.searchsorted(edges[1:-1], values, side="left")  # (lo, hi], as scikit-learn
-    counts = np.bincount(bins, minlength=num_bins).astype(np.float64)
-    pred_sums = np.bincount(bins, weights=values, minlength=num_bins)
-    pos_sums = np.bincount(bins, weights=is_positive.astype(np.float64), minlength=num_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_pred, frac_pos = pred_sums / counts, pos_sums / counts
-    return Reliability(edges, counts.astype(np.int64), mean_pred, frac_pos)
-
-
-def expected_calibration_error(
-    labels: np.ndarray, probs: np.ndarray, num_bins: int = DEFAULT_BINS
-) -> float:
-    """ECE: ``sum_k (n_k / N) |mean predicted probability_k - fraction of positives_k|``.
-
-    Bins are ``num_bins`` equal-width intervals of [0, 1] (see :class:`Reliability`); 0 means
-    the predicted probabilities match the observed click rates in every bin.
-    """
-    return reliability(labels, probs, num_bins).ece

@@ -16,7 +16,7 @@ import torch
 
 from finalmlp.batch import Batch
 from finalmlp.data.dataset import EncodedSplit
-from finalmlp.data.loader import BatchLoader
+from finalmlp.data.split import BatchLoader
 from finalmlp.layout import FieldLayout
 from finalmlp.models.base import CTRModel
 from finalmlp.models.layers import FeatureGate

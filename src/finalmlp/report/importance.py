@@ -12,12 +12,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from finalmlp.data.dataset import EncodedSplit
+from finalmlp.data.split import EncodedSplit
 from finalmlp.features.processor import EncodedFeatures
+from finalmlp.inference import predict_proba
 from finalmlp.layout import FieldLayout
+from finalmlp.metrics import task_metrics
 from finalmlp.models.base import CTRModel
-from finalmlp.train.metrics import log_loss, roc_auc
-from finalmlp.train.trainer import predict_proba
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def permutation_importance(
     repeats: int = 1,
     seed: int = 0,
 ) -> list[FieldImportance]:
-    """Importance of every field of ``layout`` on a labelled split, in layout order.
+    """Importance of every field of ``layout`` on a labelled split, in layout order. With
+    several tasks the AUC drop and logloss rise are means over the tasks.
 
     Args:
         model: the trained model (scored in eval mode).
@@ -82,16 +83,21 @@ def permutation_importance(
     if split.label is None:
         raise ValueError("permutation importance needs a labelled split")
     labels = np.asarray(split.label)
-    base = predict_proba(model, split, batch_size)
-    base_auc, base_logloss = roc_auc(labels, base), log_loss(labels, base)
+    tasks = [f"task{t}" for t in range(labels.shape[1])]
+
+    def score(probs: np.ndarray) -> tuple[float, float]:
+        metrics = task_metrics(labels, probs, tasks)
+        return metrics["auc"], metrics["logloss"]
+
+    base_auc, base_logloss = score(predict_proba(model, split, batch_size))
     result = []
     for index, field in enumerate(layout.field_names):
         drops, increases = [], []
         for repeat in range(repeats):
             rng = np.random.default_rng((seed, index, repeat))
             shuffled = replace(split, features=permute_field(split.features, layout, field, rng))
-            probs = predict_proba(model, shuffled, batch_size)
-            drops.append(base_auc - roc_auc(labels, probs))
-            increases.append(log_loss(labels, probs) - base_logloss)
+            auc, logloss = score(predict_proba(model, shuffled, batch_size))
+            drops.append(base_auc - auc)
+            increases.append(logloss - base_logloss)
         result.append(FieldImportance(field, float(np.mean(drops)), float(np.mean(increases))))
     return result

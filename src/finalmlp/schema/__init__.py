@@ -19,6 +19,8 @@ A config file is YAML with three sections, parsed once at the edge into these py
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -176,6 +178,57 @@ class StreamingOptions(StrictModel):
     block_rows: int = Field(65_536, ge=1)  # rows per row group of the encoded shards
 
 
+class LabelSpec(StrictModel):
+    """One prediction task: a 0/1 target read from a column.
+
+    ``data.labels: [click, purchase]`` is shorthand for ``[{name: click}, {name: purchase}]``.
+    A blank label is a missing label: that row is left out of this task's loss and metrics
+    only (e.g. conversions observed on part of the traffic).
+
+    Attributes:
+        name: the task's name (metric keys ``<name>.auc``, score column ``score_<name>``).
+        column: the column holding the label (default: ``name``).
+        label_map: raw label text -> 0/1 (default: ``data.label_map``, else 0/1 or -1/1).
+        weight: the task's weight in the training loss (``train.task_weights`` overrides it).
+    """
+
+    name: str = Field(min_length=1)
+    column: str | None = None
+    label_map: dict[str, Literal[0, 1]] | None = None
+    weight: float = Field(1.0, ge=0)
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_keys_are_text(cls, value: object) -> object:
+        return _text_label_map(value)
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as the data layer uses it (see :attr:`DataConfig.tasks`).
+
+    Attributes:
+        name: the task's name.
+        column: the file column holding its raw label.
+        frame_column: the column of a read frame that holds its parsed 0/1 (null: missing)
+            label: ``column`` itself, unless several tasks read that column.
+        label_map: raw text -> 0/1, or None.
+        weight: loss weight from the data config.
+        allow_missing: blank labels are masked (``data.labels``), not bad rows (``data.label``).
+    """
+
+    name: str
+    column: str
+    frame_column: str
+    label_map: Mapping[str, int] | None
+    weight: float
+    allow_missing: bool
+
+
 class DataConfig(StrictModel):
     recipe: str | None = None
     format: Literal["csv", "tsv", "parquet", "libsvm", "libffm", "synthetic"] = "csv"
@@ -186,6 +239,9 @@ class DataConfig(StrictModel):
     columns: list[str] | None = None  # column names of a file without header
     separator: str | None = None  # defaults: "," for csv, "\t" for tsv
     label: str = "label"
+    # Several tasks per row (multi-task): names or {name, column, label_map, weight}; replaces
+    # ``label``. Blank labels are masked per task.
+    labels: list[LabelSpec] | None = None
     group: str | None = None  # group column (e.g. user) for group AUC
     features: list[Feature]
     split: SplitOptions | None = None
@@ -205,17 +261,41 @@ class DataConfig(StrictModel):
     @field_validator("label_map", mode="before")
     @classmethod
     def _label_map_keys_are_text(cls, value: object) -> object:
-        if not isinstance(value, dict):
-            return value
-        for key in value:
-            if isinstance(key, bool):  # YAML reads an unquoted yes/no/true/false as a boolean
-                raise ValueError(
-                    f"label_map key {key!r} was read as a boolean; quote it in the YAML, "
-                    "e.g. {'yes': 1, 'no': 0}"
-                )
-        return {
-            str(key).strip() if isinstance(key, int | str) else key: v for key, v in value.items()
-        }
+        return _text_label_map(value)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_names(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The prediction tasks, in order: ``data.labels``, or the one task of ``data.label``."""
+        if self.labels is None:
+            return [Task(self.label, self.label, self.label, self.label_map, 1.0, False)]
+        sources = [spec.source for spec in self.labels]
+        return [
+            Task(
+                spec.name,
+                spec.source,
+                spec.source if sources.count(spec.source) == 1 else f"{spec.source}#{spec.name}",
+                spec.label_map if spec.label_map is not None else self.label_map,
+                spec.weight,
+                True,
+            )
+            for spec in self.labels
+        ]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [task.name for task in self.tasks]
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The file columns holding labels, each once."""
+        return list(dict.fromkeys(task.column for task in self.tasks))
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -225,11 +305,7 @@ class DataConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique, got duplicates {dupes}")
-        if self.label in {f.column for f in self.features}:
-            raise ValueError(
-                f"the label column {self.label!r} is also a feature: the model would see the "
-                "answer; remove it from features"
-            )
+        self._check_labels()
         if self.columns and len(set(self.columns)) != len(self.columns):
             dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
             raise ValueError(f"data.columns must be unique, got duplicates {dupes}")
@@ -254,9 +330,56 @@ class DataConfig(StrictModel):
                 )
         return self
 
+    def _check_labels(self) -> None:
+        if self.labels is not None:
+            if "label" in self.model_fields_set:
+                raise ValueError(
+                    "data.label and data.labels are both set; use data.labels for several "
+                    "tasks (or data.label for one)"
+                )
+            if not self.labels:
+                raise ValueError("data.labels is empty; name at least one label column")
+            if self.format in ("libsvm", "libffm"):
+                raise ValueError(
+                    f"{self.format} lines carry one label, so data.labels (several tasks) cannot "
+                    "be read from them; use data.label, or convert the data to CSV or Parquet"
+                )
+            names = [spec.name for spec in self.labels]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"task names in data.labels must be unique, got {dupes} twice")
+            for name in names:
+                if "." in name:
+                    raise ValueError(
+                        f"task name {name!r} holds a '.', which separates task and metric in "
+                        f"metric names ({name}.auc); rename it"
+                    )
+        features = {f.column for f in self.features}
+        for column in self.label_columns:
+            if column in features:
+                raise ValueError(
+                    f"the label column {column!r} is also a feature: the model would see the "
+                    "answer; remove it from features"
+                )
+        if self.group is not None and self.group in self.label_columns:
+            raise ValueError(f"data.group {self.group!r} is a label column; pick the user column")
+
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+
+def _text_label_map(value: object) -> object:
+    """A label map's keys as stripped text (YAML reads 1 and yes as numbers and booleans)."""
+    if not isinstance(value, dict):
+        return value
+    for key in value:
+        if isinstance(key, bool):  # YAML reads an unquoted yes/no/true/false as a boolean
+            raise ValueError(
+                f"label_map key {key!r} was read as a boolean; quote it in the YAML, "
+                "e.g. {'yes': 1, 'no': 0}"
+            )
+    return {str(key).strip() if isinstance(key, int | str) else key: v for key, v in value.items()}
 
 
 def _check_share(
@@ -293,10 +416,18 @@ def _check_share(
 
 # ----------------------------------------------------------------------------- training
 MonitorMetric = Literal["auc", "logloss", "gauc"]
+MONITOR_METRICS = ("auc", "logloss", "gauc")
 
 
-def _monitor_auc() -> dict[MonitorMetric, float]:
+def _monitor_auc() -> dict[str, float]:
     return {"auc": 1.0}
+
+
+def split_metric_key(key: str) -> tuple[str | None, str]:
+    """``"income.auc"`` -> ``("income", "auc")``; ``"auc"`` -> ``(None, "auc")`` (the mean over
+    tasks, or the one task's value)."""
+    task, dot, metric = key.rpartition(".")
+    return (task if dot else None), metric
 
 
 class TrainConfig(StrictModel):
@@ -319,8 +450,12 @@ class TrainConfig(StrictModel):
     # With --out: a checkpoint at every epoch end, and every N steps when set (for --resume).
     checkpoint_every_steps: int | None = Field(None, gt=0)
     # The monitored value is sum(weight * metric); {auc: 1} as in BARS, {auc: 1, logloss: -1}
-    # for the mix FuxiCTR users also use. Higher is better.
-    monitor: dict[MonitorMetric, float] = Field(default_factory=_monitor_auc)
+    # for the mix FuxiCTR users also use. Higher is better. With several tasks a key is
+    # ``<task>.<metric>`` ({income.auc: 1, never_married.auc: 1}); a plain metric is its mean
+    # over the tasks.
+    monitor: dict[str, float] = Field(default_factory=_monitor_auc)
+    # Loss weight per task name (several tasks); default: each task's data.labels weight (1).
+    task_weights: dict[str, float] | None = None
     patience: int = Field(2, ge=1)
     reduce_lr_on_plateau: bool = True
     lr_decay_factor: float = Field(0.1, gt=0, lt=1)
@@ -344,18 +479,13 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _contexts_exist(self) -> ExperimentConfig:
-        if not self.train.monitor:
-            raise ValueError("train.monitor is empty; use e.g. {auc: 1}")
-        if self.train.monitor.get("logloss", -1.0) >= 0:
-            raise ValueError(
-                "train.monitor is maximised, so logloss needs a negative weight "
-                "(e.g. {logloss: -1} or {auc: 1, logloss: -1})"
-            )
-        if "gauc" in self.train.monitor and self.data.group is None:
-            raise ValueError(
-                "train.monitor uses gauc, which needs data.group (the column to group by, "
-                "e.g. the user id)"
-            )
+        self._check_monitor()
+        tasks = self.data.task_names
+        for name, weight in (self.train.task_weights or {}).items():
+            if name not in tasks:
+                raise ValueError(f"train.task_weights names task {name!r}; the tasks are {tasks}")
+            if weight < 0:
+                raise ValueError(f"train.task_weights[{name!r}] must be >= 0, got {weight}")
         if isinstance(self.model, FinalMLPConfig):
             names = self.data.feature_names
             for key in ("fs1_context", "fs2_context"):
@@ -367,8 +497,37 @@ class ExperimentConfig(StrictModel):
                         )
         return self
 
+    def _check_monitor(self) -> None:
+        monitor = self.train.monitor
+        if not monitor:
+            raise ValueError("train.monitor is empty; use e.g. {auc: 1}")
+        tasks = self.data.task_names
+        for key, weight in monitor.items():
+            task, metric = split_metric_key(key)
+            if metric not in MONITOR_METRICS:
+                raise ValueError(
+                    f"train.monitor key {key!r}: the metric must be one of {list(MONITOR_METRICS)}"
+                    + (f" (as in {tasks[0]}.auc)" if task is not None else "")
+                )
+            if task is not None and task not in tasks:
+                raise ValueError(
+                    f"train.monitor key {key!r} names task {task!r}, which is not a task; the "
+                    f"tasks are {tasks} (data.labels)"
+                )
+            if metric == "logloss" and weight >= 0:
+                raise ValueError(
+                    "train.monitor is maximised, so logloss needs a negative weight "
+                    "(e.g. {logloss: -1} or {auc: 1, logloss: -1})"
+                )
+            if metric == "gauc" and self.data.group is None:
+                raise ValueError(
+                    "train.monitor uses gauc, which needs data.group (the column to group by, "
+                    "e.g. the user id)"
+                )
+
 
 __all__ = [
+    "MONITOR_METRICS",
     "AutoIntConfig",
     "CategoricalFeature",
     "DCNConfig",
@@ -385,6 +544,7 @@ __all__ = [
     "FinalMLPConfig",
     "FinalNetConfig",
     "LRConfig",
+    "LabelSpec",
     "LibsvmOptions",
     "LowRankMixtureConfig",
     "MLPConfig",
@@ -396,7 +556,9 @@ __all__ = [
     "StreamingOptions",
     "StrictModel",
     "SyntheticOptions",
+    "Task",
     "TrainConfig",
     "WideDeepConfig",
     "XDeepFMConfig",
+    "split_metric_key",
 ]

@@ -31,6 +31,8 @@ class FinalMLPConfig(StrictModel):
     fs1_context: list[str] = Field(default_factory=list)
     fs2_context: list[str] = Field(default_factory=list)
     num_heads: int = Field(1, gt=0)
+    # Several tasks: each task also gets its own pair of gates (streams run once per task).
+    task_gates: bool = False
 
     @model_validator(mode="after")
     def _heads_divide(self) -> FinalMLPConfig:

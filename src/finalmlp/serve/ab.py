@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from finalmlp.errors import ConfigError, DataError, FinalMLPError
-from finalmlp.train.metrics import roc_auc
+from finalmlp.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
 MAX_PENDING = 1_000_000  # impressions kept waiting for feedback (oldest requests dropped first)

@@ -282,7 +282,7 @@ async def predict(request: Request, service: ServiceDep) -> PredictResponse:
         if isinstance(exc, RecordError):
             raise
         raise _error(422, f"a record could not be scored: {exc}") from None
-    predictions = scores.tolist()
+    predictions = scores[:, 0].tolist()  # one task (several: see the task-aware reply)
     request_id = uuid.uuid4().hex
     if service.ab_log.persistent:  # fsync: off the event loop
         await anyio.to_thread.run_sync(

@@ -6,9 +6,10 @@
       used)--> chunk of <= chunk_rows raw rows
       -> numeric columns parsed (errors name the file's line) -> run.processor.transform
       -> backend: PyTorch or ONNX Runtime, both running the served model (gates folded:
-         finalmlp.serve.fold) -> probabilities (N,) float64
+         finalmlp.serve.fold) -> probabilities (N, T) float64
       -> the run's calibration (calibration.json), when it has one and it is not turned off
-      -> [id columns as read] + score -> appended to a temp file beside the output
+      -> [id columns as read] + score (one task) or score_<task> (several) -> appended to a
+         temp file beside the output
     all chunks done -> fsync, rename over the output (a failure leaves no partial output)
 
 Memory holds one chunk (its raw columns, encoded arrays and scores) and the reader's
@@ -80,7 +81,7 @@ class ScoringReport:
 @dataclass
 class ScoringBackend:
     name: str
-    predict: Callable[[EncodedFeatures], np.ndarray]  # (N,) float64 probabilities
+    predict: Callable[[EncodedFeatures], np.ndarray]  # (N, T) float64 probabilities
 
 
 def score_file(
@@ -108,9 +109,10 @@ def score_file(
     """
     started = time.perf_counter()
     input_file, output_file = Path(input_file), Path(output_file)
-    _check_options(backend, chunk_rows, id_columns, output_file)
     report = ScoringReport(0, "", "")
     run = run if isinstance(run, Run) else load_run(run)
+    score_columns = output_columns(run.tasks)
+    _check_options(backend, chunk_rows, id_columns, output_file, score_columns)
     if calibrated and run.calibration is not None:
         report.calibration = run.calibration.method
     report.phases["load"] = time.perf_counter() - started
@@ -131,7 +133,8 @@ def score_file(
                     report.phases["encode"] += time.perf_counter() - tick
                     scores = scorer.score(parsed)
                     tick = time.perf_counter()
-                    sink.write(pl.DataFrame([*ids, pl.Series(SCORE_COLUMN, scores)]))
+                    columns = [pl.Series(n, scores[:, t]) for t, n in enumerate(score_columns)]
+                    sink.write(pl.DataFrame([*ids, *columns]))
                     report.phases["write"] += time.perf_counter() - tick
                     report.rows += len(scores)
             if report.rows == 0:
@@ -165,8 +168,17 @@ def check_backend(backend: str) -> Backend:
     return cast(Backend, backend)
 
 
+def output_columns(tasks: Sequence[str]) -> list[str]:
+    """The score columns: ``score`` for one task, ``score_<task>`` for each of several."""
+    return [SCORE_COLUMN] if len(tasks) == 1 else [f"{SCORE_COLUMN}_{t}" for t in tasks]
+
+
 def _check_options(
-    backend: str, chunk_rows: int, id_columns: Sequence[str], output_file: Path
+    backend: str,
+    chunk_rows: int,
+    id_columns: Sequence[str],
+    output_file: Path,
+    score_columns: Sequence[str] = (SCORE_COLUMN,),
 ) -> None:
     check_backend(backend)
     if output_file.suffix.lower() in COMPRESSED_SUFFIXES:
@@ -176,11 +188,12 @@ def _check_options(
         )
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    if SCORE_COLUMN in id_columns:
-        raise ConfigError(
-            f"id column {SCORE_COLUMN!r} would clash with the output column {SCORE_COLUMN!r}; "
-            "rename it in the input file"
-        )
+    for column in score_columns:
+        if column in id_columns:
+            raise ConfigError(
+                f"id column {column!r} would clash with the output column {column!r}; "
+                "rename it in the input file"
+            )
     repeated = sorted({c for c in id_columns if list(id_columns).count(c) > 1})
     if repeated:
         raise ConfigError(f"id column(s) {repeated} listed more than once")
@@ -212,7 +225,7 @@ class _ChunkScorer:
         self.backend: ScoringBackend | None = None
 
     def score(self, chunk: pl.DataFrame) -> np.ndarray:
-        """Probabilities (N,) of a chunk: the backend's, then the run's calibration (if on)."""
+        """Probabilities (N, T) of a chunk: the backend's, then the run's calibration (if on)."""
         scores = self._model_scores(chunk)
         if self.report.calibration == "none":
             return scores

@@ -63,7 +63,7 @@ class ExportError(FinalMLPError, RuntimeError):
 
 
 class ProbabilityModule(nn.Module):
-    """The run's model as the ONNX graph sees it: tensors in, click probability (B,) out.
+    """The run's model as the ONNX graph sees it: tensors in, probabilities (B, T) out.
 
     Args:
         model: the model to export, in eval mode (the served model: gates folded).
@@ -85,7 +85,7 @@ class ProbabilityModule(nn.Module):
         categorical = rest.pop(0) if self.has_categorical else torch.zeros(0, 0, dtype=torch.int32)
         numeric = rest.pop(0) if self.has_numeric else torch.zeros(0, 0)
         batch = Batch(categorical, numeric, tuple(rest))
-        return torch.sigmoid(self.model(batch))  # (B,)
+        return torch.sigmoid(self.model(batch))  # (B, T)
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,7 @@ def export_onnx(run_dir: str | Path, opset: int = OPSET, exporter: Exporter = "a
         "inputs": input_names(sample_features(run, 1)),
         "sequence_fields": [f.name for f in run.processor.sequence_features],
         "output": "probability",
+        "tasks": run.tasks,
         "opset": opset,
         "exporter": used,
         "torch": torch.__version__,
@@ -300,10 +301,10 @@ def export_problem(run_dir: str | Path) -> str | None:
 def torch_probabilities(
     model: CTRModel, features: EncodedFeatures, batch_size: int = 16384
 ) -> np.ndarray:
-    """Click probabilities (N,) float64 with PyTorch, as the trainer's predict_proba computes
-    them (sigmoid in float64 of the float32 logits)."""
+    """Probabilities (N, T) float64 with PyTorch, as :func:`finalmlp.inference.predict_proba`
+    computes them (sigmoid in float64 of the float32 logits)."""
     model.eval()
-    out = np.empty(features.num_rows, dtype=np.float64)
+    out = np.empty((features.num_rows, model.num_tasks), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, features.num_rows, batch_size):
             stop = min(start + batch_size, features.num_rows)
@@ -325,7 +326,7 @@ class OnnxModel:
 
     Example:
         >>> model = OnnxModel.from_run("runs/frappe")
-        >>> model.predict(split)  # (N,) float64, like finalmlp.train.trainer.predict_proba
+        >>> model.predict(split)  # (N, T) float64, like finalmlp.inference.predict_proba
     """
 
     def __init__(self, path: str | Path, intra_op_threads: int | None = None) -> None:
@@ -355,12 +356,16 @@ class OnnxModel:
         return cls(Path(run_dir) / ONNX_FILE, intra_op_threads)
 
     def predict(self, data: EncodedSplit | EncodedFeatures, batch_size: int = 16384) -> np.ndarray:
-        """Click probabilities (N,) float64 of every row, in order."""
+        """Probabilities (N, T) float64 of every row, in order (a graph exported before tasks
+        existed outputs (B,): one task)."""
         features = data.features if isinstance(data, EncodedSplit) else data
-        out = np.empty(features.num_rows, dtype=np.float64)
+        parts = []
         for start in range(0, features.num_rows, batch_size):
             stop = min(start + batch_size, features.num_rows)
             arrays = feeds(features, start, stop)
             (probs,) = self.session.run(None, {name: arrays[name] for name in self.inputs})
-            out[start:stop] = probs
-        return out
+            parts.append(np.asarray(probs, dtype=np.float64).reshape(stop - start, -1))
+        if not parts:
+            width = self.session.get_outputs()[0].shape
+            return np.empty((0, width[1] if len(width) == 2 else 1), dtype=np.float64)
+        return np.concatenate(parts)

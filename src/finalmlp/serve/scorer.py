@@ -19,11 +19,11 @@ import numpy as np
 import polars as pl
 
 from finalmlp.bundle import Run, load_run
-from finalmlp.data.dataset import EncodedSplit
+from finalmlp.data.split import EncodedSplit
 from finalmlp.errors import FinalMLPError
 from finalmlp.features.processor import EncodedFeatures
+from finalmlp.inference import predict_proba
 from finalmlp.schema import NumericFeature, SequenceFeature
-from finalmlp.train.trainer import predict_proba
 
 UnknownFields = Literal["reject", "ignore"]
 
@@ -60,7 +60,7 @@ class Scorer:
     Example:
         >>> scorer = Scorer.from_path("runs/frappe")
         >>> scorer.score_records([{"user": "187", "item": "2398", "city": "799"}])
-        array([0.0132...])
+        array([[0.0132...]])
     """
 
     def __init__(
@@ -76,8 +76,13 @@ class Scorer:
     def from_path(cls, path: str | Path, unknown_fields: UnknownFields = "reject") -> Scorer:
         return cls(load_run(path), unknown_fields)
 
+    @property
+    def tasks(self) -> list[str]:
+        """The names of the T probabilities each record gets."""
+        return self.run.tasks
+
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Click probabilities (N,) float64 for raw records, in order."""
+        """Probabilities (N, T) float64 for raw records, in order."""
         columns: dict[str, list[Any]] = {f.name: [] for f in self.fields}
         for index, record in enumerate(records):
             self._check_record(index, record)
@@ -91,11 +96,11 @@ class Scorer:
         return self.score_frame(frame)
 
     def score_frame(self, frame: pl.DataFrame) -> np.ndarray:
-        """Click probabilities for a frame holding the raw input columns."""
+        """Probabilities (N, T) for a frame holding the raw input columns."""
         return self.score_features(self.run.processor.transform(frame))
 
     def score_features(self, features: EncodedFeatures) -> np.ndarray:
-        """Click probabilities for encoded rows: the model, then the run's calibration."""
+        """Probabilities (N, T) for encoded rows: the model, then the run's calibration."""
         split = EncodedSplit(features, label=None)
         return self.run.calibrate(predict_proba(self.run.model, split, self.batch_size))
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from finalmlp.data.loader import part_bounds
+from finalmlp.data.split import part_bounds
 from finalmlp.errors import ConfigError
 
 
@@ -98,9 +98,13 @@ def shard_bounds(num_rows: int, context: DistributedContext) -> tuple[int, int]:
 
 
 def gather_rows(values: np.ndarray, context: DistributedContext) -> np.ndarray:
-    """Concatenate every rank's 1-d array in rank order (shards from :func:`shard_bounds`)."""
+    """Concatenate every rank's rows in rank order (shards from :func:`shard_bounds`): (n,) or
+    (n, T) arrays, T the same on every rank."""
     if not context.enabled:
         return values
+    if values.ndim == 2:
+        width = values.shape[1]
+        return gather_rows(values.reshape(-1), context).reshape(-1, width)
     device = context.collective_device
     local = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).to(device)
     sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(context.world_size)]
@@ -120,6 +124,15 @@ def sum_over_ranks(values: list[float], context: DistributedContext) -> list[flo
     tensor = torch.tensor(values, dtype=torch.float64, device=context.collective_device)
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
+
+
+def sum_tensor_over_ranks(values: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Element-wise sum of a small tensor over all ranks (itself in one process)."""
+    if not context.enabled:
+        return values
+    total = values.detach().to(context.collective_device, copy=True)
+    dist.all_reduce(total)
+    return total.to(values.device)
 
 
 def cleanup(context: DistributedContext) -> None:

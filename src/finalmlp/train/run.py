@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from finalmlp.bundle import check_run_target, save_run
-from finalmlp.calibration import Calibrator, fit_calibration
+from finalmlp.calibration import Calibration, fit_calibration
 from finalmlp.data.dataset import EncodedSplit, PreparedData, prepare_data
 from finalmlp.errors import ConfigError, DataError
 from finalmlp.models import build_model
@@ -97,8 +97,9 @@ def _train(
         f"data: {rows['train']:,} train / {rows['valid']:,} valid / {rows['test']:,} test rows, "
         f"{data.processor.layout.num_fields} fields, from {source} in {data.seconds:.1f} s"
     )
+    tasks = config.data.tasks
     seed_everything(config.train.seed)
-    model = build_model(data.processor.layout, config.model).to(device)
+    model = build_model(data.processor.layout, config.model, len(tasks)).to(device)
     num_parameters = sum(p.numel() for p in model.parameters())
     where = f"{context.world_size} processes ({context.backend})" if context.enabled else device
     log(f"model: {config.model.name}, {num_parameters:,} parameters, on {where}")
@@ -106,7 +107,17 @@ def _train(
     start = store.latest() if store is not None and resume else None
     if resume:
         log(f"resuming from step {start.step}" if start else "no checkpoint found: from step 0")
-    trainer = Trainer(model, config.train, context, store, on_validation)
+    weights = config.train.task_weights or {}
+    trainer = Trainer(
+        model,
+        config.train,
+        context,
+        store,
+        on_validation,
+        tasks=[task.name for task in tasks],
+        task_weights=[weights.get(task.name, task.weight) for task in tasks],
+    )
+    check_task_labels(data, config.data)
     result = trainer.fit(data.train, data.splits["valid"], resume=start)
     metrics: dict[str, Any] = {
         "model": config.model.name,
@@ -138,7 +149,7 @@ def _calibrate(
     splits: dict[str, EncodedSplit],
     metrics: dict[str, Any],
     log: Callable[..., object],
-) -> Calibrator | None:
+) -> Calibration | None:
     """Fit ``train.calibration`` on the validation split; its effect goes into ``metrics``.
 
     A split that cannot be calibrated (one class) skips calibration with a warning: the
@@ -152,12 +163,37 @@ def _calibrate(
         assert label is not None
         scored[name] = (label, trainer.predict(splits[name]))
     try:
-        calibration, metrics["calibration"] = fit_calibration(method, scored)
+        calibration, metrics["calibration"] = fit_calibration(method, scored, trainer.tasks)
     except DataError as exc:
         log(f"warning: calibration skipped: {exc}", markup=False)
         return None
     log(f"calibration: {method}, fitted on the validation split")
     return calibration
+
+
+def check_task_labels(data: PreparedData, config: DataConfig) -> None:
+    """Each task needs both classes among the labelled rows of train and valid.
+
+    Raises:
+        DataError: naming the split's file, the task's column and the fix.
+    """
+    for split_name, split in (("train", data.train), ("valid", data.splits["valid"])):
+        counts = split.label_counts()
+        if counts is None:
+            continue
+        where = getattr(config, split_name) or f"the {split_name} split"
+        for task, labelled, positives in zip(
+            config.tasks, counts.labelled, counts.positives, strict=True
+        ):
+            if labelled and positives not in (0, labelled):
+                continue
+            only = "no labelled row" if not labelled else f"only label {int(positives > 0)}"
+            name = "" if len(config.tasks) == 1 else f" (task {task.name!r})"
+            raise DataError(
+                f"{where}: label column {task.column!r}{name} has {only} in its "
+                f"{labelled:,} labelled rows, so its AUC is undefined and early stopping cannot "
+                f"work; give a {split_name} file (or data.split) holding both classes"
+            )
 
 
 def _prepare(data_config: DataConfig, context: DistributedContext) -> PreparedData:

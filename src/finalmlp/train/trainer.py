@@ -12,7 +12,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,12 +22,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from finalmlp.batch import Batch
-from finalmlp.data.dataset import EncodedSplit
-from finalmlp.data.loader import BatchLoader
-from finalmlp.data.stream import StreamedSplit, StreamingLoader
+from finalmlp.data.split import EncodedSplit, Loader, TrainingSplit
 from finalmlp.errors import ConfigError, DataError, TrainingError
+from finalmlp.inference import predict_proba
+from finalmlp.metrics import task_metrics
 from finalmlp.models.base import CTRModel
-from finalmlp.schema import TrainConfig
+from finalmlp.schema import TrainConfig, split_metric_key
 from finalmlp.train.checkpoint import Checkpoint, CheckpointStore
 from finalmlp.train.distributed import (
     SINGLE_PROCESS,
@@ -35,8 +35,9 @@ from finalmlp.train.distributed import (
     gather_rows,
     shard_bounds,
     sum_over_ranks,
+    sum_tensor_over_ranks,
 )
-from finalmlp.train.metrics import compute_metrics
+from finalmlp.train.loss import TaskLoss
 from finalmlp.train.optim import build_optimizer, clip_gradients
 from finalmlp.train.progress import TrainingProgress
 
@@ -97,19 +98,24 @@ class _FitState:
         return total / max(rows, 1.0)
 
 
-def _check_labels(split: EncodedSplit | StreamedSplit, name: str) -> None:
-    if isinstance(split, StreamedSplit):
-        positives = split.positives
-    else:
-        positives = None if split.label is None else int(split.label.sum())
-    if positives is None:
+def check_labels(split: TrainingSplit, name: str, tasks: Sequence[str]) -> None:
+    """Every task needs both classes among its labelled rows (else AUC is undefined).
+
+    Raises:
+        DataError: no labels, or a task whose labelled rows are all one class.
+    """
+    counts = split.label_counts()
+    if counts is None:
         raise DataError(f"the {name} split has no labels")
-    if positives in (0, split.num_rows):
-        only = "1" if positives else "0"
-        raise DataError(
-            f"the {name} split has only label {only} ({split.num_rows:,} rows): AUC is "
-            "undefined and early stopping cannot work; use a larger or stratified split"
-        )
+    for task, labelled, positives in zip(tasks, counts.labelled, counts.positives, strict=True):
+        if positives in (0, labelled):
+            only = "1" if positives else "0"
+            which = "" if len(tasks) == 1 else f" of task {task!r}"
+            raise DataError(
+                f"the {name} split has only label {only}{which} ({labelled:,} labelled rows): "
+                "AUC is undefined and early stopping cannot work; use a larger or stratified "
+                "split"
+            )
 
 
 class EarlyStopping:
@@ -141,6 +147,15 @@ class Trainer:
         >>> trainer = Trainer(model, TrainConfig(batch_size=4096))
         >>> result = trainer.fit(data.splits["train"], data.splits["valid"])
         >>> test_metrics = trainer.evaluate(data.splits["test"])
+
+    Args:
+        model: the model (logits (B, T)).
+        config: the training settings.
+        context: this process's place in a torchrun job.
+        checkpoints: where to write checkpoints (rank 0), or None.
+        on_validation: called after every validation.
+        tasks: the T task names (metric names ``<task>.auc``); default ``task0``...
+        task_weights: the T loss weights; default 1 each.
     """
 
     def __init__(
@@ -150,8 +165,15 @@ class Trainer:
         context: DistributedContext = SINGLE_PROCESS,
         checkpoints: CheckpointStore | None = None,
         on_validation: ValidationHook | None = None,
+        tasks: Sequence[str] | None = None,
+        task_weights: Sequence[float] | None = None,
     ) -> None:
         self.model = model
+        self.tasks = list(tasks) if tasks is not None else _task_names(model.num_tasks)
+        if len(self.tasks) != model.num_tasks:
+            raise ConfigError(
+                f"the model predicts {model.num_tasks} tasks but {len(self.tasks)} are named"
+            )
         self.on_validation = on_validation
         self.config = config
         self.context = context
@@ -171,27 +193,31 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
             torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
         self.autocast = config.precision == "bf16"
-        self.loss_fn = nn.BCEWithLogitsLoss()
+        weights = task_weights if task_weights is not None else [1.0] * model.num_tasks
+        self.loss = TaskLoss(weights)
+        # Set by fit: whether rows lack some task's label, so that each step counts them.
+        self.count_labels = False
 
     def fit(
         self,
-        train: EncodedSplit | StreamedSplit,
+        train: TrainingSplit,
         valid: EncodedSplit,
         resume: Checkpoint | None = None,
     ) -> TrainResult:
         """Train until ``max_epochs`` or early stopping; the best weights are restored.
 
-        ``train`` in memory is batched by BatchLoader; as Parquet shards (``data.streaming``)
-        it is streamed by StreamingLoader. With ``resume`` training goes on from that
+        ``train`` gives its own loader (in memory: BatchLoader; Parquet shards of
+        ``data.streaming``: StreamingLoader). With ``resume`` training goes on from that
         checkpoint exactly as if it had never stopped (same batches, same dropout masks, same
         decisions).
         """
         cfg = self.config
-        _check_labels(train, "training")
-        _check_labels(valid, "validation")
-        kind = StreamingLoader if isinstance(train, StreamedSplit) else BatchLoader
-        loader = kind(
-            train,  # type: ignore[arg-type]
+        check_labels(train, "training", self.tasks)
+        check_labels(valid, "validation", self.tasks)
+        counts = train.label_counts()
+        # Missing labels: each step's per-task denominators are counted over the global batch.
+        self.count_labels = counts is not None and any(n != train.num_rows for n in counts.labelled)
+        loader = train.loader(
             cfg.batch_size,
             shuffle=True,
             seed=cfg.seed,
@@ -222,7 +248,7 @@ class Trainer:
     def _run_epoch(
         self,
         epoch: int,
-        loader: BatchLoader | StreamingLoader,
+        loader: Loader,
         valid: EncodedSplit,
         state: _FitState,
         progress: TrainingProgress,
@@ -329,24 +355,33 @@ class Trainer:
         batch = batch.to(self.device)
         label = batch.label
         assert label is not None  # training splits always carry labels
+        label = label if label.dim() == 2 else label.unsqueeze(-1)  # (B, T)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.network(batch)
-            loss = self.loss_fn(logits.float(), label)
+            sums, labelled = self.loss.sums(logits.float(), label)  # (T,), (T,)
+            local = self.loss.combine(sums, labelled)
             if (extra := self.model.auxiliary_loss(logits, label)) is not None:
-                loss = loss + extra
-        if not math.isfinite(value := float(loss.detach())):
+                local = local + extra
+        if not math.isfinite(value := float(local.detach())):
             raise TrainingError(
                 f"the training loss became {value} at step {step} (epoch {epoch}); lower "
                 "train.learning_rate, set train.max_grad_norm, or check numeric features for "
                 "huge values (transform: log or standard)"
             )
-        # DDP averages gradients over ranks; weighting each rank's mean by its share of the
-        # global batch makes that average the gradient of the global mean loss.
-        share = batch.size * self.context.world_size / global_rows
+        # DDP averages gradients over ranks: each rank's sums over the global batch's
+        # labelled rows (times the ranks) make that average the gradient of the global mean.
+        world = self.context.world_size
+        if self.count_labels:
+            denominators = sum_tensor_over_ranks(labelled.detach(), self.context) / world
+        else:
+            denominators = torch.full_like(sums, global_rows / world)
+        loss = self.loss.combine(sums, denominators)
+        if extra is not None:
+            loss = loss + extra * (batch.size * world / global_rows)
         reg = self.model.regularization(
             self.config.embedding_l2, self.config.net_l2, self.config.sparse_embeddings
         )
-        total = loss * share + reg
+        total = loss + reg
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.config.max_grad_norm is not None:
@@ -364,7 +399,7 @@ class Trainer:
     ) -> Validation:
         started = time.perf_counter()
         metrics = self.evaluate(valid)
-        monitor = sum(w * metrics[name] for name, w in self.config.monitor.items())
+        monitor = monitor_value(metrics, self.config.monitor)
         improved = stopper.update(monitor)
         record = Validation(
             epoch=epoch,
@@ -387,35 +422,33 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, split: EncodedSplit) -> np.ndarray:
-        """Click probabilities (N,) in row order."""
-        return predict_proba(self.model, split, self.config.eval_batch_size, self.context)
+        """Probabilities (N, T) in row order.
+
+        Under torchrun each rank scores its contiguous shard and every rank gets all
+        predictions in row order, so metrics (and early-stopping decisions) are identical on
+        all ranks.
+        """
+        rows = shard_bounds(split.num_rows, self.context)
+        local = predict_proba(self.model, split, self.config.eval_batch_size, rows)
+        return gather_rows(local, self.context)
 
     def evaluate(self, split: EncodedSplit) -> dict[str, float]:
+        """AUC and logloss (group AUC with groups) per task: see :func:`task_metrics`."""
         if split.label is None:
             raise ValueError("evaluation needs labels")
-        probs = self.predict(split)
-        return compute_metrics(split.label, probs, split.group)
+        return task_metrics(split.label, self.predict(split), self.tasks, split.group)
 
 
-@torch.no_grad()
-def predict_proba(
-    model: CTRModel,
-    split: EncodedSplit,
-    batch_size: int = 16384,
-    context: DistributedContext = SINGLE_PROCESS,
-) -> np.ndarray:
-    """Score every row of a split with the model in eval mode; (N,) float64 probabilities.
+def monitor_value(metrics: dict[str, float], monitor: dict[str, float]) -> float:
+    """``sum(weight * metric)``; a ``<task>.<metric>`` key of a one-task run is its metric."""
+    total = 0.0
+    for key, weight in monitor.items():
+        value = metrics.get(key)
+        if value is None:
+            value = metrics[split_metric_key(key)[1]]
+        total += weight * value
+    return total
 
-    Under torchrun each rank scores its contiguous shard and every rank gets all predictions
-    in row order, so metrics (and early-stopping decisions) are identical on all ranks.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    start, stop = shard_bounds(split.num_rows, context)
-    out = np.empty(stop - start, dtype=np.float64)
-    done = 0
-    for batch in BatchLoader(split, batch_size, shuffle=False, rows=(start, stop)):
-        logits = model(batch.to(device))
-        out[done : done + batch.size] = torch.sigmoid(logits.double()).cpu().numpy()
-        done += batch.size
-    return gather_rows(out, context)
+
+def _task_names(count: int) -> list[str]:
+    return ["label"] if count == 1 else [f"task{t}" for t in range(count)]

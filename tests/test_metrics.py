@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from finalmlp.train.metrics import compute_metrics, group_auc, log_loss, roc_auc
+from finalmlp.metrics import compute_metrics, group_auc, log_loss, roc_auc
 
 
 def _tied_data(num_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,14 +1,122 @@
-"""Batches sliced whole from contiguous encoded arrays: no per-row collate, no worker processes."""
+"""Encoded splits and how they are batched: the contract between the data layer and training.
+
+::
+
+    TrainingSplit (protocol)              what the trainer needs of a training split
+    ├── EncodedSplit                      in memory: NumPy arrays (this module), BatchLoader
+    └── StreamedSplit                     Parquet shards on disk (finalmlp.data.shards),
+                                          StreamingLoader
+
+A split's labels are (N, T) float32 for T tasks: 0/1, or NaN where a row has no label for
+that task (``data.labels`` with a blank cell). Both kinds of split give a loader with the same
+interface (:class:`Loader`), so the trainer never asks which kind it holds.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from finalmlp.batch import Batch
-from finalmlp.data.dataset import EncodedSplit
+from finalmlp.features.processor import EncodedFeatures
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """Per task: rows with a label, and how many of those are 1."""
+
+    labelled: tuple[int, ...]
+    positives: tuple[int, ...]
+
+    @classmethod
+    def of(cls, label: np.ndarray) -> LabelCounts:
+        """Counts of an (N, T) label matrix (NaN: no label)."""
+        matrix = np.asarray(label)
+        return cls(
+            tuple(int(n) for n in (~np.isnan(matrix)).sum(axis=0)),
+            tuple(int(n) for n in (matrix == 1).sum(axis=0)),
+        )
+
+    def merged(self, other: LabelCounts) -> LabelCounts:
+        return LabelCounts(
+            tuple(a + b for a, b in zip(self.labelled, other.labelled, strict=True)),
+            tuple(a + b for a, b in zip(self.positives, other.positives, strict=True)),
+        )
+
+
+class Loader(Protocol):
+    """Batches of one training split, epoch after epoch (see BatchLoader, StreamingLoader)."""
+
+    epoch: int
+
+    def __len__(self) -> int: ...
+
+    def global_rows(self, index: int) -> int: ...
+
+    def batches(self, skip: int = 0) -> Generator[Batch, None, None]: ...
+
+
+class TrainingSplit(Protocol):
+    """What the trainer needs of a training split, in memory or streamed."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def label_counts(self) -> LabelCounts | None: ...
+
+    def loader(
+        self, batch_size: int, *, shuffle: bool, seed: int, rank: int, world_size: int
+    ) -> Loader: ...
+
+
+def as_label_matrix(label: np.ndarray | None) -> np.ndarray | None:
+    """Labels as (N, T) float32: a 1-d (N,) array is one task."""
+    if label is None:
+        return None
+    array = np.asarray(label, dtype=np.float32)
+    return array[:, None] if array.ndim == 1 else array
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    """One split in memory, model-ready.
+
+    Attributes:
+        features: encoded features of N rows.
+        label: (N, T) float32 0/1, NaN where missing; (N,) is read as one task; None when
+            scoring unlabelled rows.
+        group: (N,) group ids (group AUC), or None.
+    """
+
+    features: EncodedFeatures
+    label: np.ndarray | None
+    group: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None and np.ndim(self.label) == 1:
+            object.__setattr__(self, "label", as_label_matrix(self.label))
+
+    @property
+    def num_rows(self) -> int:
+        return self.features.num_rows
+
+    @property
+    def num_tasks(self) -> int:
+        return 0 if self.label is None else int(self.label.shape[1])
+
+    def label_counts(self) -> LabelCounts | None:
+        return None if self.label is None else LabelCounts.of(self.label)
+
+    def loader(
+        self, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> BatchLoader:
+        return BatchLoader(self, batch_size, shuffle, seed, rank, world_size)
 
 
 class BatchLoader:

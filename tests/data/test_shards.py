@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from finalmlp.data.dataset import EncodedSplit
-from finalmlp.data.loader import BatchLoader
-from finalmlp.data.stream import MANIFEST, ShardWriter, StreamedSplit, StreamingLoader
+from finalmlp.data.shards import MANIFEST, ShardWriter, StreamedSplit, StreamingLoader
+from finalmlp.data.split import BatchLoader
 from finalmlp.errors import DataError
 from finalmlp.features.processor import EncodedFeatures
 
@@ -46,7 +46,9 @@ def test_manifest_counts_rows_blocks_and_positives(tmp_path: Path) -> None:
     split = _write(tmp_path, [250, 130], block_rows=100)
     assert split.num_rows == 380
     assert [b.rows for b in split.blocks] == [100, 100, 50, 100, 30]
-    assert split.positives == int((np.arange(380) % 3 == 0).sum())
+    assert split.labels is not None
+    assert split.labels.positives == (int((np.arange(380) % 3 == 0).sum()),)
+    assert split.labels.labelled == (380,)
     assert (split.num_categorical, split.num_numeric, split.sequence_lengths) == (2, 2, (3,))
     reopened = StreamedSplit.open(tmp_path)
     assert reopened == split
@@ -83,7 +85,7 @@ def test_shuffled_epoch_yields_every_row_once(tmp_path: Path, rows: int, sizes_t
             assert torch.equal(b.numeric[:, 1], -ids.float())
             assert torch.equal(b.sequences[0][:, 2], ids + 2)
             assert b.label is not None
-            assert torch.equal(b.label, (ids % 3 == 0).float())
+            assert torch.equal(b.label, (ids % 3 == 0).float().unsqueeze(-1))  # (B, T = 1)
 
 
 def test_order_is_seeded_per_epoch_and_mixes_blocks(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ every rank (the minimum over ranks; a rank's rows beyond it wait for a later epo
 and a step's global batch is ``batch_size`` rows split over the ranks as BatchLoader splits it.
 
 Columns in a shard: ``categorical`` (fixed-size lists of C int32), ``numeric`` (D float32),
-``seq0``.. (L_s int32), ``label`` (float32); a width of 0 is not stored.
+``seq0``.. (L_s int32), ``label`` (T float32, NaN where a task has no label); a width of 0 is
+not stored.
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ import pyarrow.parquet as pq
 import torch
 
 from finalmlp.batch import Batch
-from finalmlp.data.loader import part_bounds
+from finalmlp.data.split import LabelCounts, part_bounds
 from finalmlp.errors import DataError
 from finalmlp.features.processor import EncodedFeatures
 from finalmlp.io import atomic_write_text
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: labels of T tasks, counted per task
 DEFAULT_BLOCK_ROWS = 65_536
 DEFAULT_BUFFER_ROWS = 1_000_000
 READ_AHEAD_BLOCKS = 4
@@ -69,7 +70,7 @@ class StreamedSplit:
         folder: where the shards and manifest.json are.
         blocks: every row group, in manifest order.
         num_categorical, num_numeric: C and D; sequence_lengths: L per sequence field.
-        positives: rows with label 1 (None without labels).
+        labels: rows with a label and positives, per task (None without labels).
         buffer_rows: rows of the shuffle window when training on it (data.streaming).
     """
 
@@ -78,12 +79,24 @@ class StreamedSplit:
     num_categorical: int
     num_numeric: int
     sequence_lengths: tuple[int, ...]
-    positives: int | None
+    labels: LabelCounts | None
     buffer_rows: int = DEFAULT_BUFFER_ROWS
 
     @property
     def num_rows(self) -> int:
         return sum(b.rows for b in self.blocks)
+
+    @property
+    def num_tasks(self) -> int:
+        return 0 if self.labels is None else len(self.labels.labelled)
+
+    def label_counts(self) -> LabelCounts | None:
+        return self.labels
+
+    def loader(
+        self, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> StreamingLoader:
+        return StreamingLoader(self, batch_size, shuffle, seed, rank, world_size)
 
     @classmethod
     def open(cls, folder: Path) -> StreamedSplit:
@@ -101,13 +114,19 @@ class StreamedSplit:
             for shard in meta["shards"]
             for i, rows in enumerate(shard["row_groups"])
         )
+        labels = meta.get("labels")
         return cls(
             folder,
             blocks,
             int(meta["categorical"]),
             int(meta["numeric"]),
             tuple(int(n) for n in meta["sequences"]),
-            None if meta.get("positives") is None else int(meta["positives"]),
+            None
+            if labels is None
+            else LabelCounts(
+                tuple(int(n) for n in labels["labelled"]),
+                tuple(int(n) for n in labels["positives"]),
+            ),
         )
 
     def read_block(self, block: Block) -> tuple[EncodedFeatures, np.ndarray | None]:
@@ -134,7 +153,8 @@ class StreamedSplit:
         )
         label = None
         if "label" in table.column_names:
-            label = table.column("label").to_numpy().astype(np.float32, copy=False)
+            tasks = self.num_tasks or 1
+            label = _matrix(table, "label", tasks, np.float32, n)
         return features, label
 
 
@@ -160,7 +180,8 @@ class ShardWriter:
         self.block_rows = block_rows
         self.shards: list[dict[str, Any]] = []
         self.widths: tuple[int, int, tuple[int, ...]] | None = None
-        self.positives: int | None = 0
+        self.labels: LabelCounts | None = None
+        self.unlabelled = False
         folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, features: EncodedFeatures, label: np.ndarray | None) -> None:
@@ -183,11 +204,12 @@ class ShardWriter:
         for i, seq in enumerate(features.sequences):
             columns[f"seq{i}"] = _fixed_lists(seq)
         if label is not None:
-            columns["label"] = pa.array(np.asarray(label, dtype=np.float32))
-            if self.positives is not None:
-                self.positives += int(np.count_nonzero(label))
+            matrix = np.asarray(label, dtype=np.float32).reshape(n, -1)  # (N,) is one task
+            columns["label"] = _fixed_lists(matrix)
+            counts = LabelCounts.of(matrix)
+            self.labels = counts if self.labels is None else self.labels.merged(counts)
         else:
-            self.positives = None
+            self.unlabelled = True
         name = f"shard-{len(self.shards):05d}.parquet"
         tmp = self.folder / f".{name}.tmp"
         pq.write_table(
@@ -205,10 +227,16 @@ class ShardWriter:
 
     def close(self) -> StreamedSplit:
         categorical, numeric, sequences = self.widths or (0, 0, ())
+        labels = None
+        if self.labels is not None and not self.unlabelled:
+            labels = {
+                "labelled": list(self.labels.labelled),
+                "positives": list(self.labels.positives),
+            }
         meta = {
             "version": FORMAT_VERSION,
             "rows": sum(s["rows"] for s in self.shards),
-            "positives": self.positives,
+            "labels": labels,
             "categorical": categorical,
             "numeric": numeric,
             "sequences": list(sequences),
@@ -376,7 +404,8 @@ class _Rows:
             np.zeros((0, split.num_numeric), np.float32),
             tuple(np.zeros((0, n), np.int32) for n in split.sequence_lengths),
         )
-        return cls(features, None if split.positives is None else np.zeros(0, np.float32))
+        tasks = split.num_tasks
+        return cls(features, None if split.labels is None else np.zeros((0, tasks), np.float32))
 
     @classmethod
     def concat(cls, parts: Sequence[_Rows]) -> _Rows:

@@ -1,0 +1,90 @@
+"""Raw frames of a data config (files, or the synthetic generator), and their encoding."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from finalmlp.data.split import SPLITS, EncodedSplit
+from finalmlp.errors import DataError
+from finalmlp.features.processor import EncodedFeatures, FeatureProcessor
+from finalmlp.schema import DataConfig, SplitOptions
+
+
+def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
+    """Raw train/valid/test frames; missing valid/test are split off train at random."""
+    from finalmlp.data.readers import read_file
+
+    if config.format == "synthetic":
+        from finalmlp.data.synthetic import generate_synthetic
+        from finalmlp.schema import SyntheticOptions
+
+        frames = {"train": generate_synthetic(config.synthetic or SyntheticOptions())}
+    else:
+        assert config.train is not None
+        paths = {name: getattr(config, name) for name in SPLITS if getattr(config, name)}
+        # the files at once: reading and checking are mostly Polars work, outside the GIL
+        with ThreadPoolExecutor(max_workers=len(paths), thread_name_prefix="finalmlp-read") as pool:
+            futures = {name: pool.submit(read_file, Path(p), config) for name, p in paths.items()}
+            frames = {name: future.result() for name, future in futures.items()}
+    missing = [s for s in ("valid", "test") if s not in frames]
+    if missing:
+        frames.update(_random_split(frames.pop("train"), missing, config.split or SplitOptions()))
+    return frames
+
+
+def _random_split(
+    frame: pl.DataFrame, missing: list[str], options: SplitOptions
+) -> dict[str, pl.DataFrame]:
+    fractions = {"valid": options.valid_fraction, "test": options.test_fraction}
+    order = np.random.default_rng(options.seed).permutation(frame.height)
+    out, start = {}, 0
+    for name in missing:
+        count = round(fractions[name] * frame.height)
+        if count == 0:
+            raise DataError(
+                f"data.split.{name}_fraction={fractions[name]} leaves no {name} rows out of "
+                f"{frame.height}; give a {name} file or a larger fraction"
+            )
+        out[name] = frame[np.sort(order[start : start + count])]
+        start += count
+    out["train"] = frame[np.sort(order[start:])]
+    return out
+
+
+def label_matrix(frame: pl.DataFrame, config: DataConfig) -> np.ndarray | None:
+    """The tasks' parsed labels as (N, T) float32, NaN where missing; None when the frame has
+    no label column (an unlabelled file)."""
+    columns = [task.frame_column for task in config.tasks]
+    if not all(c in frame.columns for c in columns):
+        return None
+    out = np.empty((frame.height, len(columns)), dtype=np.float32)
+    for t, column in enumerate(columns):
+        out[:, t] = frame[column].cast(pl.Float32).fill_null(float("nan")).to_numpy()
+    return out
+
+
+def encode_frame(
+    processor: FeatureProcessor,
+    frame: pl.DataFrame,
+    config: DataConfig,
+    *,
+    labelled: bool = True,
+    encoded: EncodedFeatures | None = None,
+) -> EncodedSplit:
+    """Encode one raw frame; with ``labelled`` also its labels and group (when present).
+
+    Scoring passes ``labelled=False``: neither label nor group is then computed, whatever
+    columns the frame holds. ``encoded``: the frame's features already encoded (fit_transform).
+    """
+    label = label_matrix(frame, config) if labelled else None
+    group = None
+    if labelled and config.group is not None and config.group in frame.columns:
+        # Missing ids form one group of their own (a null rank would be cast from NaN).
+        keys = frame[config.group].cast(pl.Utf8).fill_null("")
+        group = keys.rank("dense").to_numpy().astype(np.int64)
+    features = encoded if encoded is not None else processor.transform(frame)
+    return EncodedSplit(features, label, group)
