@@ -18,7 +18,8 @@ from finalmlp.features.processor import EncodedFeatures
 from finalmlp.layout import FieldLayout
 from finalmlp.models import build_model
 from finalmlp.schema import LRConfig, TrainConfig
-from finalmlp.train.trainer import Trainer, Validation
+from finalmlp.train.records import Validation
+from finalmlp.train.trainer import Trainer
 from finalmlp.tune import run_tune
 from finalmlp.tune.objective import Objective
 from finalmlp.tune.space import load_base

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:
-    from finalmlp.train.trainer import Validation
+    from finalmlp.train.records import Validation
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -25,7 +25,8 @@ from finalmlp.train.distributed import (
     process_device,
 )
 from finalmlp.train.progress import console
-from finalmlp.train.trainer import Trainer, ValidationHook
+from finalmlp.train.records import ValidationHook
+from finalmlp.train.trainer import Trainer
 
 
 def seed_everything(seed: int) -> None:

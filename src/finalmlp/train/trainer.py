@@ -12,8 +12,8 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,39 +40,7 @@ from finalmlp.train.distributed import (
 from finalmlp.train.loss import TaskLoss
 from finalmlp.train.optim import build_optimizer, clip_gradients
 from finalmlp.train.progress import TrainingProgress
-
-
-@dataclass
-class Validation:
-    """One validation: where it happened and what it measured."""
-
-    epoch: int
-    step: int
-    train_loss: float
-    learning_rate: float
-    metrics: dict[str, float]
-    monitor: float
-    improved: bool
-    seconds: float
-
-
-@dataclass
-class TrainResult:
-    history: list[Validation] = field(default_factory=list)
-    best: Validation | None = None
-    epochs: int = 0
-    steps: int = 0
-    train_samples_per_s: float = 0.0
-    train_seconds: float = 0.0
-    stopped_early: bool = False
-
-    def history_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(v) for v in self.history]
-
-
-# Called after each validation; raising stops training (the tuner's pruning) and the exception
-# propagates out of ``fit``.
-ValidationHook = Callable[[Validation], None]
+from finalmlp.train.records import TrainResult, Validation, ValidationHook
 
 
 @dataclass

@@ -18,8 +18,8 @@ import torch
 from finalmlp.data.dataset import PreparedData
 from finalmlp.errors import FinalMLPError
 from finalmlp.schema import ExperimentConfig
+from finalmlp.train.records import Validation, ValidationHook
 from finalmlp.train.run import train_from_config
-from finalmlp.train.trainer import Validation, ValidationHook
 from finalmlp.tune.space import BaseConfig, suggest, trial_config, value_text
 from finalmlp.tune.spec import TuneSpec
 from finalmlp.tune.study import DEFAULT_ATTR, ERROR_ATTR
