@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,16 +169,45 @@ def test_report_user_errors_are_one_line(tmp_path: Path, case: str) -> None:
     assert expected in lines[0] and str(target) in lines[0]
 
 
+def browser_or_skip() -> str:
+    """Chromium's path when it and Playwright are there; else skip, or fail under ``CI=true``.
+
+    CI must execute the browser test (``.ci/run`` installs Debian's chromium), so a missing
+    browser there is a failure, not a silent skip.
+    """
+    executable = find_chromium()
+    problem = None
+    if executable is None:
+        problem = (
+            "no Chromium binary (chromium, chromium-browser, google-chrome or "
+            "$FINALMLP_CHROMIUM): cannot check the report renders; install it with "
+            "`apt-get install chromium`"
+        )
+    elif importlib.util.find_spec("playwright") is None:
+        problem = "playwright (dev extra) is not installed: `pip install -r requirements.lock`"
+    if problem is None:
+        assert executable is not None
+        return executable
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"CI=true and {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_missing_browser_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
+    monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match="no Chromium binary"):
+        browser_or_skip()
+
+
 def test_report_renders_in_headless_chromium(
     finalmlp_run: tuple[Path, str], tmp_path: Path
 ) -> None:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip(
-            "no Chromium binary (chromium, chromium-browser, google-chrome or "
-            "$FINALMLP_CHROMIUM): cannot check the report renders"
-        )
-    pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+    executable = browser_or_skip()
     shot = tmp_path / "report.png"
     check = check_report(finalmlp_run[0] / "report.html", shot, executable)
     assert check.images == FINALMLP_IMAGES and check.broken == [] and check.ok

@@ -15,6 +15,17 @@ from pathlib import Path
 
 CHROMIUM_ENV = "FINALMLP_CHROMIUM"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# Playwright adds --headless. No sandbox: CI runs as root. The rest keep Chromium off the
+# network (its background services only get refused connections on a closed machine).
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+)
 # Every <img>: did it finish loading and decode to a real bitmap?
 IMAGES_SCRIPT = """
 () => Array.from(document.images).map(img => ({
@@ -56,7 +67,7 @@ def check_report(
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(Path(report).resolve().as_uri(), timeout=timeout_s * 1000, wait_until="load")
