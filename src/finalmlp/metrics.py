@@ -32,6 +32,7 @@ __all__ = [
     "expected_calibration_error",
     "group_auc",
     "log_loss",
+    "metric_rows",
     "reliability",
     "roc_auc",
     "task_metrics",
@@ -297,3 +298,18 @@ def task_metrics(
     for metric in per_task[0]:
         out[metric] = float(np.mean([values[metric] for values in per_task]))
     return out
+
+
+def metric_rows(metrics: dict[str, float]) -> list[tuple[str | None, dict[str, float]]]:
+    """:func:`task_metrics`' result as one (task, {metric: value}) per task, in order; a
+    one-task result is one row with task None."""
+    tasks = list(dict.fromkeys(k.rpartition(".")[0] for k in metrics if "." in k))
+    if not tasks:
+        return [(None, dict(metrics))]
+    return [
+        (
+            task,
+            {k.rpartition(".")[2]: v for k, v in metrics.items() if k.rpartition(".")[0] == task},
+        )
+        for task in tasks
+    ]

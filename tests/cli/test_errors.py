@@ -272,7 +272,7 @@ def test_train_then_predict_on_synthetic(tmp_path: Path) -> None:
     assert result.exit_code == USER_ERROR_EXIT
     assert "label column 'label' not found in" in result.stderr
     result = CliRunner().invoke(
-        app, ["evaluate", str(run), "--data", str(tmp_path / "labelled.csv")]
+        app, ["evaluate", str(run), "--data", str(tmp_path / "labelled.csv"), "--json"]
     )
     assert result.exit_code == 0, (result.output, result.exception)
     evaluated = json.loads(result.stdout)

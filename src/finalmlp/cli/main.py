@@ -111,10 +111,15 @@ def train(
 
 
 def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
-    valid, test = metrics["valid"], metrics["test"]
+    from finalmlp.metrics import metric_rows
+
+    lines = []
+    for split in ("valid", "test"):
+        for task, values in metric_rows(metrics[split]):
+            label = split if task is None else f"{split} {task}"
+            lines.append(f"{label:<5} AUC {values['auc']:.4f}  logloss {values['logloss']:.4f}")
     out.print(
-        f"valid AUC {valid['auc']:.4f}  logloss {valid['logloss']:.4f}\n"
-        f"test  AUC {test['auc']:.4f}  logloss {test['logloss']:.4f}\n"
+        "\n".join(lines) + "\n"
         f"{metrics['epochs']} epochs (best {metrics['best_epoch']}), "
         f"{metrics['train_samples_per_s']:,.0f} train samples/s, run saved to {out_dir}"
     )
@@ -150,13 +155,28 @@ def evaluate(
     uncalibrated: Annotated[
         bool, typer.Option("--uncalibrated", help="The model's raw scores, not calibrated.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Compute AUC and logloss (and group AUC) of a trained run on a labelled file (of its
-    calibrated scores, when the run has a calibration)."""
+    """Compute AUC and logloss (and group AUC) of a trained run on a labelled file, a row per
+    task (of its calibrated scores, when the run has a calibration)."""
+    from rich.table import Table
+
+    from finalmlp.metrics import metric_rows
     from finalmlp.predict import evaluate_run
 
     metrics = evaluate_run(run_dir, data, calibrated=not uncalibrated)
-    out.print(json.dumps(metrics, indent=2))
+    if as_json:
+        out.print(json.dumps(metrics, indent=2))
+        return
+    rows = metric_rows(metrics)
+    names = list(rows[0][1])
+    table = Table("task", *names)
+    for task, values in rows:
+        table.add_row(task or "(the task)", *(f"{values[n]:.4f}" for n in names))
+    if len(rows) > 1:
+        means = {n: metrics[n] for n in names}
+        table.add_row("mean", *(f"{means[n]:.4f}" for n in names))
+    out.print(table)
 
 
 @app.command()

@@ -72,6 +72,57 @@ def avazu() -> dict[str, Any]:
     }
 
 
+CENSUS_COLUMNS = (
+    "age", "class_of_worker", "detailed_industry_recode", "detailed_occupation_recode",
+    "education", "wage_per_hour", "enroll_in_edu_inst_last_wk", "marital_stat",
+    "major_industry_code", "major_occupation_code", "race", "hispanic_origin", "sex",
+    "member_of_a_labor_union", "reason_for_unemployment", "full_or_part_time_employment_stat",
+    "capital_gains", "capital_losses", "dividends_from_stocks", "tax_filer_stat",
+    "region_of_previous_residence", "state_of_previous_residence",
+    "detailed_household_and_family_stat", "detailed_household_summary_in_household",
+    "instance_weight", "migration_code_change_in_msa", "migration_code_change_in_reg",
+    "migration_code_move_within_reg", "live_in_this_house_1_year_ago",
+    "migration_prev_res_in_sunbelt", "num_persons_worked_for_employer",
+    "family_members_under_18", "country_of_birth_father", "country_of_birth_mother",
+    "country_of_birth_self", "citizenship", "own_business_or_self_employed",
+    "fill_inc_questionnaire_for_veterans_admin", "veterans_benefits", "weeks_worked_in_year",
+    "year", "income",
+)  # fmt: skip
+CENSUS_MONEY = ("wage_per_hour", "capital_gains", "capital_losses", "dividends_from_stocks")
+CENSUS_COUNTS = ("age", "num_persons_worked_for_employer", "weeks_worked_in_year")
+MARITAL_STATUSES = (
+    "Never married", "Married-civilian spouse present", "Married-spouse absent", "Separated",
+    "Divorced", "Widowed", "Married-A F spouse present",
+)  # fmt: skip
+
+
+def census_income() -> dict[str, Any]:
+    """UCI Census-Income (KDD), the MMoE paper's two-task set (Ma et al., KDD 2018): income
+    over 50K and marital status "Never married", from the 41 attributes less the instance
+    weight (which the paper drops) and the marital status itself (the second task's answer).
+
+    Comma-separated without header, values after ", " (tokens are stripped). The money columns
+    are log-transformed, the counts standardised, the coded columns (industry and occupation
+    recodes, year...) categorical. With only one file, ``split`` carves a seeded 80/10/10.
+    """
+    numeric = [{"name": n, "type": "numeric", "transform": "log"} for n in CENSUS_MONEY]
+    numeric += [{"name": n, "type": "numeric", "transform": "standard"} for n in CENSUS_COUNTS]
+    skipped = {"instance_weight", "marital_stat", "income", *CENSUS_MONEY, *CENSUS_COUNTS}
+    categorical = [{"name": n, "type": "categorical"} for n in CENSUS_COLUMNS if n not in skipped]
+    never_married = {status: int(status == "Never married") for status in MARITAL_STATUSES}
+    return {
+        "format": "csv",
+        "has_header": False,
+        "columns": list(CENSUS_COLUMNS),
+        "labels": [
+            {"name": "income", "column": "income", "label_map": {"- 50000.": 0, "50000+.": 1}},
+            {"name": "never_married", "column": "marital_stat", "label_map": never_married},
+        ],
+        "features": numeric + categorical,
+        "split": {"valid_fraction": 0.1, "test_fraction": 0.1, "seed": 2023},
+    }
+
+
 def synthetic() -> dict[str, Any]:
     """The built-in generator (finalmlp.data.synthetic): no files needed."""
     from finalmlp.data.synthetic import synthetic_features
@@ -88,6 +139,7 @@ RECIPES: dict[str, Callable[[], dict[str, Any]]] = {
     "frappe_x1": frappe_x1,
     "criteo": criteo,
     "avazu": avazu,
+    "census_income": census_income,
     "synthetic": synthetic,
 }
 

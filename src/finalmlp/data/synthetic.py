@@ -22,6 +22,12 @@ The intercept is chosen by bisection so the mean click rate is ``TARGET_CTR``. I
 more than half of the logit variance, so a model of feature interactions (FinalMLP) beats
 logistic regression on one-hot features, and crossing ``c0`` with the other fields helps.
 
+With ``conversion`` (a second task) a ``conversion`` column follows ``label``: on clicked rows
+a 0/1 draw from a second teacher, ``CONVERSION_SHARE`` of whose logit variance is the click
+teacher's logit and the rest per-value biases of its own (so the tasks share what they learn,
+but not all of it), with a mean rate of ``TARGET_CVR`` among clicks; on other rows it is blank
+(a conversion is only observed after a click), which multi-task training masks out.
+
 Example:
     >>> frame = generate_synthetic(SyntheticOptions(num_rows=1_000))
     >>> frame.columns[:3]
@@ -46,6 +52,8 @@ INTERACTION_RANK = 4
 PAIR_SPAN = 2  # non-context fields f < g interact when g - f <= PAIR_SPAN
 MIN_COUNT_CARDINALITY = 1_000  # fields at least this large get ``min_count: 2``
 COMPONENT_STDS = {"bias": 0.8, "pairwise": 0.7, "context": 0.8, "numeric": 0.5}
+TARGET_CVR = 0.15  # conversions per click
+CONVERSION_SHARE = 0.6  # of the conversion logit's variance, from the click teacher
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -250,7 +258,29 @@ def generate_synthetic_with_truth(options: SyntheticOptions) -> tuple[pl.DataFra
     logit = teacher_logit(teacher_rng, ids, cards, z)
     probability = _sigmoid(fit_intercept(logit) + logit)
     labels = label_rng.random(options.num_rows) < probability
-    return _to_frame(options, labels, ids, values), probability
+    frame = _to_frame(options, labels, ids, values)
+    if options.conversion:
+        rng = np.random.default_rng([options.seed, 1])
+        converted = _conversions(rng, ids, cards, logit, labels)
+        conversion = pl.Series("conversion", converted.astype(np.int8), dtype=pl.Int8)
+        frame.insert_column(1, conversion.set(pl.Series(~labels), None))
+    return frame, probability
+
+
+def _conversions(
+    rng: np.random.Generator,
+    ids: IntArray,
+    cards: list[int],
+    click_logit: FloatArray,
+    clicked: BoolArray,
+) -> BoolArray:
+    """0/1 conversion draws for every row (the caller blanks the rows without a click); the
+    intercept puts the mean rate over the clicked rows at ``TARGET_CVR``."""
+    shared = _scaled(click_logit, np.sqrt(CONVERSION_SHARE))
+    own = _scaled(_bias_logit(rng, ids, cards), np.sqrt(1.0 - CONVERSION_SHARE))
+    logit = shared + own
+    probability = _sigmoid(fit_intercept(logit[clicked], TARGET_CVR) + logit)
+    return rng.random(len(logit)) < probability
 
 
 def generate_synthetic(options: SyntheticOptions) -> pl.DataFrame:

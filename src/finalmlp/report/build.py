@@ -67,14 +67,15 @@ def build_sections(run: Run, splits: dict[str, EncodedSplit]) -> list[Section]:
     batch_size = run.config.train.eval_batch_size
     test = splits["test"]
     assert test.label is not None  # prepared splits are labelled
-    labels = np.asarray(test.label)[:, 0]
+    labels = np.asarray(test.label)  # (N, T), NaN where missing
     probs, calibrated = served_probs(run, predict_proba(run.model, test, batch_size))
-    probs = probs[:, 0]
+    tasks = run.tasks
     built = [
-        sections.summary_section(run.metrics, run.path, labels, probs, calibrated),
+        sections.summary_section(run.metrics, run.path, labels, probs, calibrated, tasks),
         sections.history_section(run.metrics.get("history")),
-        sections.test_section(labels, probs, calibrated),
     ]
+    for task, task_labels, task_probs in sections.task_columns(labels, probs, tasks):
+        built.append(sections.test_section(task_labels, task_probs, calibrated, task))
     layout = run.processor.layout
     valid = sample_rows(splits["valid"], VALID_MAX_ROWS, VALID_SEED)
     gates = mean_gates(run.model, valid, layout, batch_size)

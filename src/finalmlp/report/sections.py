@@ -44,28 +44,56 @@ def summary_section(
     test_labels: np.ndarray,
     test_probs: np.ndarray,
     calibrated: bool = False,
+    tasks: Sequence[str] = (),
 ) -> Section:
-    """Saved valid/test metrics, test ECE and average precision, calibration, training facts.
+    """Saved valid/test metrics (a row per task when there are several), test ECE and
+    average precision, calibration, training facts.
 
-    ``calibrated``: ``test_probs`` went through the run's calibrator.
+    Args:
+        test_labels, test_probs: (N,) for one task, or (N, T) with NaN labels where missing.
+        calibrated: ``test_probs`` went through the run's calibrator.
+        tasks: the T task names (several tasks).
     """
     rows_of = metrics.get("rows") or {}
     has_gauc = any("gauc" in (metrics.get(s) or {}) for s in ("valid", "test"))
-    header = ["split", "rows", "AUC", "logloss"] + (["gAUC"] if has_gauc else [])
+    several = len(tasks) > 1
+    header = ["split", *(["task"] if several else []), "rows", "AUC", "logloss"]
+    header += ["gAUC"] if has_gauc else []
     rows = []
     for split in ("valid", "test"):
         values = metrics.get(split) or {}
-        row = [split, fmt(rows_of.get(split)), fmt(values.get("auc")), fmt(values.get("logloss"))]
-        rows.append(row + ([fmt(values.get("gauc"))] if has_gauc else []))
-    ece = curves.expected_calibration_error(test_labels, test_probs)
-    notes = [
-        f"Test split re-scored: expected calibration error {ece:.4f} "
-        f"({curves.DEFAULT_BINS} equal-width bins), average precision "
-        f"{_average_precision(test_labels, test_probs)}."
-    ]
+        for task in tasks if several else [None]:
+            prefix = "" if task is None else f"{task}."
+            row = [split, *([task] if task is not None else []), fmt(rows_of.get(split))]
+            row += [fmt(values.get(prefix + "auc")), fmt(values.get(prefix + "logloss"))]
+            rows.append(row + ([fmt(values.get(prefix + "gauc"))] if has_gauc else []))
+    notes = []
+    for name, labels, probs in task_columns(test_labels, test_probs, tasks):
+        ece = curves.expected_calibration_error(labels, probs)
+        which = "" if name is None else f" ({name})"
+        notes.append(
+            f"Test split re-scored{which}: expected calibration error {ece:.4f} "
+            f"({curves.DEFAULT_BINS} equal-width bins), average precision "
+            f"{_average_precision(labels, probs)}."
+        )
     calibration_notes, calibration_tables = calibration_parts(metrics, run_dir, calibrated)
     tables = [Table(header, rows), *calibration_tables, _facts_table(metrics)]
     return Section("Summary", notes + calibration_notes, tables)
+
+
+def task_columns(
+    labels: np.ndarray, probs: np.ndarray, tasks: Sequence[str]
+) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+    """(task name, labels, probabilities) of each task over its labelled rows; one task of a
+    (N,) pair is named None."""
+    if np.ndim(labels) == 1:
+        return [(None, labels, probs)]
+    out: list[tuple[str | None, np.ndarray, np.ndarray]] = []
+    for t in range(labels.shape[1]):
+        known = ~np.isnan(labels[:, t])
+        name = tasks[t] if len(tasks) > 1 else None
+        out.append((name, labels[known, t], probs[known, t]))
+    return out
 
 
 def _average_precision(labels: np.ndarray, probs: np.ndarray) -> str:
@@ -165,8 +193,11 @@ def _column(
 
 
 # ----------------------------------------------------------------------------- test curves
-def test_section(labels: np.ndarray, probs: np.ndarray, calibrated: bool = False) -> Section:
-    """ROC and precision-recall (when both classes occur), reliability, score histograms."""
+def test_section(
+    labels: np.ndarray, probs: np.ndarray, calibrated: bool = False, task: str | None = None
+) -> Section:
+    """ROC and precision-recall (when both classes occur), reliability, score histograms of
+    one task's labelled test rows (``task``: its name, when there are several)."""
     scores = "calibrated probabilities" if calibrated else "model probabilities"
     rate = float(np.mean(labels == 1))
     images, notes = [], [f"{len(labels):,} test rows, {rate:.2%} positive; {scores}."]
@@ -188,7 +219,7 @@ def test_section(labels: np.ndarray, probs: np.ndarray, calibrated: bool = False
     images.append(_image(plots.reliability_figure(bins), "reliability diagram", caption))
     figure = plots.score_histogram_figure(probs, labels)
     images.append(_image(figure, "predicted probability histograms by label"))
-    return Section("Test split", notes, [], images)
+    return Section("Test split" if task is None else f"Test split: {task}", notes, [], images)
 
 
 # ----------------------------------------------------------------------------- valid split

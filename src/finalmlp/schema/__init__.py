@@ -167,6 +167,9 @@ class SyntheticOptions(StrictModel):
     num_numeric: int = Field(3, ge=0)
     max_cardinality: int = Field(10_000, ge=10)
     seed: int = 2023
+    # A second task: a ``conversion`` column, observed (0/1) on clicked rows only and blank
+    # elsewhere, drawn from a teacher correlated with the click teacher (multi-task demos).
+    conversion: bool = False
 
 
 class StreamingOptions(StrictModel):
@@ -332,7 +335,7 @@ class DataConfig(StrictModel):
 
     def _check_labels(self) -> None:
         if self.labels is not None:
-            if "label" in self.model_fields_set:
+            if "label" in self.model_fields_set and self.label != "label":  # a saved run has both
                 raise ValueError(
                     "data.label and data.labels are both set; use data.labels for several "
                     "tasks (or data.label for one)"
