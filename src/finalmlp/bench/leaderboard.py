@@ -13,15 +13,23 @@ from finalmlp.bench.runner import RESULT_COLUMNS
 from finalmlp.io import atomic_write, atomic_write_text
 
 
+def task_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``<split>_<task>_<metric>`` columns of multi-task runs, in first-seen order."""
+    return list(dict.fromkeys(k for row in rows for k in row if k not in RESULT_COLUMNS))
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model: mean and sample std of the metrics over seeds, best test AUC first."""
+    """Per model: mean and sample std of the metrics over seeds, best test AUC first (with
+    several tasks: the mean over tasks; each task's metrics are summarised too)."""
     by_model: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)
+    extra = task_columns(rows)
     summary = []
     for model, runs in by_model.items():
         item: dict[str, Any] = {"model": model, "seeds": len(runs)}
-        for key in ("test_auc", "test_logloss", "valid_auc", "valid_logloss"):
+        keys = ["test_auc", "test_logloss", "valid_auc", "valid_logloss"]
+        for key in keys + [k for k in extra if all(k in r for r in runs)]:
             values = [float(r[key]) for r in runs]
             item[key] = statistics.fmean(values)
             item[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -36,10 +44,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
+    columns = [*RESULT_COLUMNS, *task_columns(rows)]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _csv_value(row[k]) for k in RESULT_COLUMNS})
+        writer.writerow({k: _csv_value(row.get(k, "")) for k in columns})
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -74,7 +83,32 @@ def markdown(
         sources = sorted({str(p.get("source", "")) for p in published.values()} - {""})
         if sources:
             lines += ["", "Published figures: " + "; ".join(sources) + "."]
+    lines += _task_table(summary)
     return "\n".join(lines) + "\n"
+
+
+def _task_table(summary: list[dict[str, Any]]) -> list[str]:
+    """Per model and task: test AUC, test logloss, valid AUC (mean ± std); none for one task."""
+    tasks = list(
+        dict.fromkeys(
+            key[len("test_") : -len("_auc")]
+            for s in summary
+            for key in s
+            if key.startswith("test_") and key.endswith("_auc") and key != "test_auc"
+        )
+    )
+    if not tasks:
+        return []
+    lines = ["", "Per task (the table above shows the mean over tasks):", ""]
+    lines += ["| model | task | test AUC | test logloss | valid AUC |", "|---|---|---|---|---|"]
+    for s in summary:
+        for task in tasks:
+            if f"test_{task}_auc" not in s:
+                continue
+            cells = [_pm(s, f"test_{task}_auc"), _pm(s, f"test_{task}_logloss")]
+            cells.append(_pm(s, f"valid_{task}_auc"))
+            lines.append(f"| {s['model']} | {task} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _pm(summary: dict[str, Any], key: str) -> str:

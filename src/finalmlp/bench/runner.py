@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from finalmlp.config import load_config, parse_config
+from finalmlp.config import format_validation_error, load_config, parse_config
 from finalmlp.errors import ConfigError
 from finalmlp.io import atomic_write_text
 from finalmlp.models import MODELS
@@ -162,7 +163,9 @@ def _without_runtime(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def result_row(label: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """One run's row: the RESULT_COLUMNS, then ``<split>_<task>_<metric>`` for each task of a
+    multi-task run (``test_auc`` is then the mean over tasks)."""
+    row = {
         "model": label,
         "seed": seed,
         "valid_auc": metrics["valid"]["auc"],
@@ -175,6 +178,30 @@ def result_row(label: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]
         "train_seconds": metrics["train_seconds"],
         "parameters": metrics["num_parameters"],
     }
+    for split in ("test", "valid"):
+        for key, value in metrics[split].items():
+            task, dot, metric = key.rpartition(".")
+            if dot and metric in ("auc", "logloss"):
+                row[f"{split}_{task}_{metric}"] = value
+    return row
+
+
+def with_monitor(entries: list[BenchEntry], monitor: dict[str, float]) -> list[BenchEntry]:
+    """The entries with ``train.monitor`` replaced (checked against each entry's tasks).
+
+    Raises:
+        ConfigError: a monitor key that does not fit the data's tasks.
+    """
+    out = []
+    for entry in entries:
+        raw = entry.config.model_dump()
+        raw["train"]["monitor"] = monitor
+        try:
+            config = ExperimentConfig.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"--monitor: {format_validation_error(exc)}") from None
+        out.append(BenchEntry(entry.label, config, entry.source))
+    return out
 
 
 def load_published(path: Path) -> dict[str, dict[str, Any]]:

@@ -12,6 +12,26 @@ import typer
 from finalmlp.errors import ConfigError
 
 
+def parse_weights(text: str, option: str) -> dict[str, float]:
+    """``'a=1,b.auc=-0.5'`` -> ``{"a": 1.0, "b.auc": -0.5}``.
+
+    Raises:
+        ConfigError: an item that is not ``key=number``.
+    """
+    weights = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            weights[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"{option}: {item.strip()!r} is not KEY=WEIGHT; e.g. 'income.auc=1,auc=0.5'"
+            ) from None
+    return weights
+
+
 def bench(
     data: Annotated[
         Path, typer.Option("--data", help="Config whose data section every model uses.")
@@ -36,18 +56,27 @@ def bench(
         Path | None,
         typer.Option(help="YAML of published figures (model: {auc, logloss, source})."),
     ] = None,
+    monitor: Annotated[
+        str | None,
+        typer.Option(
+            help="Replace every model's train.monitor, e.g. 'income.auc=1,never_married.auc=1' "
+            "(task-weighted) or 'auc=1,logloss=-1'."
+        ),
+    ] = None,
 ) -> None:
     """Train every model x seed (finished runs are reused: rerun to resume), then write
     leaderboard.csv, leaderboard.md (mean ± std per model) and auc.png."""
-    from finalmlp.bench.runner import load_published, resolve_entries
+    from finalmlp.bench.runner import load_published, resolve_entries, with_monitor
     from finalmlp.bench.suite import run_benchmark
-    from finalmlp.cli.main import out
+    from finalmlp.cli.console import out
     from finalmlp.train.run import train_from_config
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise ConfigError("--models is empty; e.g. --models lr,deepfm,finalmlp")
     entries = resolve_entries(data, names)
+    if monitor is not None:
+        entries = with_monitor(entries, parse_weights(monitor, "--monitor"))
     for entry in entries:
         out.print(f"{entry.label}: {entry.source}")
     reference = load_published(published) if published is not None else None

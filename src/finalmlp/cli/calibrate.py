@@ -21,7 +21,7 @@ def calibrate(
     (calibration.json): evaluate, predict and serve then score through it. Prints the
     logloss, ECE and AUC before and after, on the validation and test splits."""
     from finalmlp.calibration import describe_effect
-    from finalmlp.cli.main import out
+    from finalmlp.cli.console import out
     from finalmlp.predict import calibrate_run
 
     effect = calibrate_run(run_dir, method.strip().lower())

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from finalmlp.cli.console import err, out
 from finalmlp.errors import FinalMLPError
 
 app = typer.Typer(
@@ -31,8 +31,6 @@ data_app = typer.Typer(help="Public datasets: download with checksum verificatio
 app.add_typer(schema_app, name="schema")
 app.add_typer(data_app, name="data")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 USER_ERROR_EXIT = 2
 

@@ -57,7 +57,7 @@ def tune(
     run), best_so_far.png, importance.png, tune_report.html.
     See docs/tuning.md.
     """
-    from finalmlp.cli.main import err
+    from finalmlp.cli.console import err
     from finalmlp.tune import run_tune
     from finalmlp.tune.tracking import MlflowTracker, require_mlflow
 
@@ -74,7 +74,7 @@ def tune(
 
 def print_summary(result: TuneResult) -> None:
     """Default against best (value and parameters), then where the outputs are."""
-    from finalmlp.cli.main import out
+    from finalmlp.cli.console import out
 
     states = [row.state for row in result.rows]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))

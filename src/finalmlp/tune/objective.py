@@ -20,6 +20,7 @@ from finalmlp.errors import FinalMLPError
 from finalmlp.schema import ExperimentConfig
 from finalmlp.train.records import Validation, ValidationHook
 from finalmlp.train.run import train_from_config
+from finalmlp.train.trainer import monitor_value
 from finalmlp.tune.space import BaseConfig, suggest, trial_config, value_text
 from finalmlp.tune.spec import TuneSpec
 from finalmlp.tune.study import DEFAULT_ATTR, ERROR_ATTR
@@ -33,10 +34,11 @@ def trial_dir(out_dir: Path, number: int) -> Path:
 
 
 def metric_value(metrics: dict[str, float], metric: str, config: ExperimentConfig) -> float:
-    """The tuned value of one validation: a metric, or the config's monitor mix."""
+    """The tuned value of one validation: a metric (``auc``, or a task's ``income.auc``; a
+    plain metric of several tasks is their mean), or the config's monitor mix."""
     if metric == "monitor":
-        return sum(weight * metrics[name] for name, weight in config.train.monitor.items())
-    return float(metrics[metric])
+        return monitor_value(metrics, config.train.monitor)
+    return monitor_value(metrics, {metric: 1.0})
 
 
 class Objective:

@@ -131,10 +131,16 @@ def check_space(spec: TuneSpec, base: BaseConfig) -> tuple[dict[str, Any], list[
         ConfigError: a key names no setting, a bound or choice can never give a valid config,
             or the base config's own value lies outside the space (trial 0 runs the base).
     """
-    if spec.metric == "gauc" and base.config.data.group is None:
+    task, dot, metric = spec.metric.rpartition(".")
+    if metric == "gauc" and base.config.data.group is None:
         raise ConfigError(
             "metric gauc needs data.group in the base config (the column to group by); "
             "use metric: auc"
+        )
+    if dot and task not in base.config.data.task_names:
+        raise ConfigError(
+            f"metric {spec.metric!r} names task {task!r}; the base config's tasks are "
+            f"{base.config.data.task_names}"
         )
     base_params = {key: _base_label(key, param, base) for key, param in spec.space.items()}
     for key, param in spec.space.items():

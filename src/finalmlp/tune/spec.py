@@ -3,7 +3,8 @@
 A tune file is YAML validated once into :class:`TuneSpec` (``extra="forbid"``)::
 
     base: frappe_x1.yaml          # the config to start from (relative to this file)
-    metric: auc                   # validation metric: auc, gauc, logloss (minimised), monitor
+    metric: auc                   # validation metric: auc, gauc, logloss (minimised), monitor,
+                                  # or one task's: income.auc (several tasks: plain = mean)
     sampler: {seed: 2023, n_startup_trials: 8}      # TPE; optional
     pruner: {n_startup_trials: 5, n_warmup_steps: 2}  # median pruning; null turns it off
     space:                        # dotted path into the config -> distribution
@@ -20,11 +21,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finalmlp.errors import ConfigError
 
-TuneMetric = Literal["auc", "gauc", "logloss", "monitor"]
+TUNE_METRICS = ("auc", "gauc", "logloss", "monitor")
 
 
 class _Strict(BaseModel):
@@ -114,14 +115,25 @@ class PrunerSpec(_Strict):
 
 class TuneSpec(_Strict):
     base: Path
-    metric: TuneMetric = "auc"
+    metric: str = "auc"
     space: dict[str, Param] = Field(min_length=1)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec | None = PrunerSpec()
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        task, dot, metric = value.rpartition(".")
+        if metric not in TUNE_METRICS or (dot and (not task or metric == "monitor")):
+            raise ValueError(
+                f"metric must be one of {list(TUNE_METRICS)} or a task's <task>.auc, "
+                f"<task>.logloss or <task>.gauc; got {value!r}"
+            )
+        return value
+
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
-        return "minimize" if self.metric == "logloss" else "maximize"
+        return "minimize" if self.metric.endswith("logloss") else "maximize"
 
 
 def load_tune_spec(path: str | Path) -> TuneSpec:
