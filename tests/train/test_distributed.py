@@ -42,8 +42,22 @@ CONFIG = {
 }
 
 
-def train(tmp_path: Path, processes: int) -> Path:
-    config = {**CONFIG, "data": {**CONFIG["data"], "cache_dir": str(tmp_path / "cache")}}
+# Two tasks, the second labelled on about a fifth of the rows (conversions after clicks):
+# each step's per-task denominators are counted over the global batch (an all-reduce).
+TWO_TASKS = {
+    **CONFIG,
+    "data": {
+        **CONFIG["data"],
+        "synthetic": {**CONFIG["data"]["synthetic"], "conversion": True},
+        "labels": [{"name": "click", "column": "label"}, {"name": "conversion", "weight": 2.0}],
+    },
+    "train": {**CONFIG["train"], "monitor": {"click.auc": 1, "conversion.auc": 1}},
+}
+
+
+def train(tmp_path: Path, processes: int, base: dict | None = None) -> Path:
+    base = base or CONFIG
+    config = {**base, "data": {**base["data"], "cache_dir": str(tmp_path / "cache")}}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / f"run{processes}"
@@ -63,8 +77,9 @@ def train(tmp_path: Path, processes: int) -> Path:
     return out
 
 
-def test_two_ranks_train_the_same_parameters_as_one(tmp_path: Path) -> None:
-    one, two = train(tmp_path, 1), train(tmp_path, 2)
+@pytest.mark.parametrize("base", [CONFIG, TWO_TASKS], ids=["one_task", "two_tasks_masked"])
+def test_two_ranks_train_the_same_parameters_as_one(tmp_path: Path, base: dict) -> None:
+    one, two = train(tmp_path, 1, base), train(tmp_path, 2, base)
     weights1 = load_file(str(one / "model.safetensors"))
     weights2 = load_file(str(two / "model.safetensors"))
     assert weights1.keys() == weights2.keys()
@@ -75,6 +90,10 @@ def test_two_ranks_train_the_same_parameters_as_one(tmp_path: Path) -> None:
     assert metrics2["processes"] == 2 and metrics1["processes"] == 1
     assert metrics2["valid"]["auc"] == pytest.approx(metrics1["valid"]["auc"], abs=1e-6)
     assert metrics2["test"]["auc"] == pytest.approx(metrics1["test"]["auc"], abs=1e-6)
+    if base is TWO_TASKS:
+        assert metrics2["test"]["conversion.auc"] == pytest.approx(
+            metrics1["test"]["conversion.auc"], abs=1e-6
+        )
     history1 = [(h["step"], h["improved"]) for h in metrics1["history"]]
     assert history1 == [(h["step"], h["improved"]) for h in metrics2["history"]]
     for h1, h2 in zip(metrics1["history"], metrics2["history"], strict=True):

@@ -42,8 +42,19 @@ CONFIG = {
 }
 
 
-def write_config(tmp_path: Path) -> Path:
-    config = {**CONFIG, "data": {**CONFIG["data"], "cache_dir": str(tmp_path / "cache")}}
+TWO_TASKS = {  # masked conversion labels: the per-task loss must resume exactly too
+    **CONFIG,
+    "data": {
+        **CONFIG["data"],
+        "synthetic": {**CONFIG["data"]["synthetic"], "conversion": True},
+        "labels": [{"name": "click", "column": "label"}, {"name": "conversion"}],
+    },
+}
+
+
+def write_config(tmp_path: Path, base: dict | None = None) -> Path:
+    base = base or CONFIG
+    config = {**base, "data": {**base["data"], "cache_dir": str(tmp_path / "cache")}}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -62,8 +73,9 @@ def comparable(run: Path) -> dict:
     return {k: metrics[k] for k in keep}
 
 
-def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+@pytest.mark.parametrize("base", [CONFIG, TWO_TASKS], ids=["one_task", "two_tasks"])
+def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path: Path, base: dict) -> None:
+    config = write_config(tmp_path, base)
     subprocess.run(train_command(config, tmp_path / "full"), check=True, capture_output=True)
 
     out = tmp_path / "killed"

@@ -327,25 +327,27 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.network(batch)
             sums, labelled = self.loss.sums(logits.float(), label)  # (T,), (T,)
-            local = self.loss.combine(sums, labelled)
-            if (extra := self.model.auxiliary_loss(logits, label)) is not None:
-                local = local + extra
-        if not math.isfinite(value := float(local.detach())):
+            extra = self.model.auxiliary_loss(logits, label)
+        # Each task's mean is over the labelled rows of the global batch: DDP averages the
+        # ranks' gradients, so each rank's sums are divided by (global count / ranks).
+        world = self.context.world_size
+        if self.count_labels:
+            counts = sum_tensor_over_ranks(labelled.detach(), self.context)
+        else:
+            counts = torch.full_like(sums, float(global_rows))
+        loss = self.loss.combine(sums, counts / world)
+        # This rank's share of the global loss, per row: rows-weighted over ranks, it averages
+        # to the global batch's loss (with one process: the batch's loss).
+        value = float(self.loss.combine(sums.detach(), counts)) * global_rows / batch.size
+        if extra is not None:
+            loss = loss + extra * (batch.size * world / global_rows)
+            value += float(extra.detach())
+        if not math.isfinite(value):
             raise TrainingError(
                 f"the training loss became {value} at step {step} (epoch {epoch}); lower "
                 "train.learning_rate, set train.max_grad_norm, or check numeric features for "
                 "huge values (transform: log or standard)"
             )
-        # DDP averages gradients over ranks: each rank's sums over the global batch's
-        # labelled rows (times the ranks) make that average the gradient of the global mean.
-        world = self.context.world_size
-        if self.count_labels:
-            denominators = sum_tensor_over_ranks(labelled.detach(), self.context) / world
-        else:
-            denominators = torch.full_like(sums, global_rows / world)
-        loss = self.loss.combine(sums, denominators)
-        if extra is not None:
-            loss = loss + extra * (batch.size * world / global_rows)
         reg = self.model.regularization(
             self.config.embedding_l2, self.config.net_l2, self.config.sparse_embeddings
         )
