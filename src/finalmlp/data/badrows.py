@@ -44,7 +44,7 @@ REASONS: dict[str, str] = {
     "bad_label": "label not 0/1 (nor in data.label_map)",
     "bad_token": "malformed libsvm token",
     "unknown_field": "index or field not in data.libsvm",
-    "repeated_field": "several values for one numeric field",
+    "repeated_field": "several indices of a single-valued field",
 }
 BAD_ROWS_SCHEMA = pl.Schema(
     {"line": pl.Int64, "reason": pl.String, "column": pl.String, "raw": pl.String}

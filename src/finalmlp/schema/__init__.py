@@ -140,13 +140,19 @@ class LibsvmOptions(StrictModel):
     """How to turn ``label idx:val ...`` lines into named fields.
 
     Give ``fields`` as index ranges, or ``field_map``: a JSON file mapping each index to a field
-    name. ``libffm`` lines (``label field:idx:val``) carry the field number themselves and need
+    name (``{"0": "user"}``), or a ``featindex.txt`` (``field:value<TAB>index`` per line).
+    ``libffm`` lines (``label field:idx:val``) carry the field number themselves and need
     neither; their fields are named ``f0, f1, ...`` unless ``field_names`` are given.
+
+    A field read by a ``sequence`` feature takes every index of a line. A field read by a
+    categorical or numeric feature holds one; a line with several follows ``multi_valued``:
+    ``error`` (a bad row naming the file, line and field), or keep the ``first`` or ``last``.
     """
 
     fields: list[FieldRange] = Field(default_factory=list)
     field_map: Path | None = None
     field_names: list[str] = Field(default_factory=list)
+    multi_valued: Literal["error", "first", "last"] = "error"
 
 
 class SplitOptions(StrictModel):
