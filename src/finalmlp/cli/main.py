@@ -302,22 +302,29 @@ def serve(
 @schema_app.command("infer")
 @user_errors
 def schema_infer(
-    file: Annotated[Path, typer.Argument(help="A data file (CSV/TSV/Parquet).")],
+    file: Annotated[Path, typer.Argument(help="A data file (CSV/TSV/Parquet/libsvm/libFFM).")],
     label: Annotated[str | None, typer.Option(help="Label column (default: guessed).")] = None,
     header: Annotated[
         bool | None, typer.Option("--header/--no-header", help="Default: detected.")
     ] = None,
     separator: Annotated[str | None, typer.Option(help="Default: sniffed.")] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="csv, tsv or parquet (default: guessed).")
+        str | None,
+        typer.Option("--format", help="csv, tsv, parquet, libsvm or libffm (default: guessed)."),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write YAML here.")] = None,
+    field_map: Annotated[
+        Path | None,
+        typer.Option(help="libsvm: JSON or featindex.txt naming each index's field."),
+    ] = None,
 ) -> None:
     """Propose a YAML config (feature types, cardinalities) from a data file."""
     from finalmlp.features.infer import infer_schema
     from finalmlp.io import atomic_write_text
 
-    inferred = infer_schema(file, label=label, fmt=fmt, has_header=header, separator=separator)
+    inferred = infer_schema(
+        file, label=label, fmt=fmt, has_header=header, separator=separator, field_map=field_map
+    )
     text = inferred.to_yaml()
     if output is None:
         sys.stdout.write(text)
