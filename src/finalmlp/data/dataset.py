@@ -86,7 +86,10 @@ def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
         paths = {name: getattr(config, name) for name in SPLITS if getattr(config, name)}
         # the files at once: reading and checking are mostly Polars work, outside the GIL
         with ThreadPoolExecutor(max_workers=len(paths), thread_name_prefix="finalmlp-read") as pool:
-            futures = {name: pool.submit(read_file, Path(p), config) for name, p in paths.items()}
+            futures = {
+                name: pool.submit(read_file, Path(p), config, split=name)
+                for name, p in paths.items()
+            }
             frames = {name: future.result() for name, future in futures.items()}
     missing = [s for s in ("valid", "test") if s not in frames]
     if missing:

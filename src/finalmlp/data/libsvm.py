@@ -237,6 +237,8 @@ def _parse_labels(
 
         def message(row: dict[str, Any]) -> str:
             problem = "is not a number" if row[_LABEL] is None else "is not a binary label"
+            if row[_LABEL] is None and row[_LINE] == 1:
+                problem += " (line 1 looks like a header: libsvm files have none; remove it)"
             return (
                 f"label {row['token']!r} on line {row[_LINE]} of {path} {problem}; expected 1, "
                 "0 or -1 as the first token of each line (`label idx:val ...`), or map the "

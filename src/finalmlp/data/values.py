@@ -19,6 +19,10 @@ from finalmlp.errors import DataError
 from finalmlp.schema import DataConfig, NumericFeature
 
 LABEL_VALUES = (0.0, 1.0)
+HEADER_HINT = (
+    "; line 1 looks like a header read as data: set data.has_header to auto or true for this "
+    "file (per split, e.g. {train: true}), or remove the line"
+)
 
 
 @dataclass(frozen=True)
@@ -160,10 +164,10 @@ def _label_values(
         bad = not_number | ~(values.is_in(list(LABEL_VALUES)).fill_null(True))
 
         def bad_message(row: int, where: str) -> str:
-            return (
-                f"label column {name!r} must hold 0/1 (or -1/1), got {raw[row]!r} on {where}; "
-                "binarize the label first, or map its values with data.label_map"
-            )
+            got = f"label column {name!r} must hold 0/1 (or -1/1), got {raw[row]!r} on {where}"
+            if _header_read_as_data(raw[row], where):
+                return got + HEADER_HINT
+            return got + "; binarize the label first, or map its values with data.label_map"
     else:
         tokens = label_tokens(raw)
         values = tokens.replace_strict(
@@ -175,10 +179,13 @@ def _label_values(
         known = sorted(label_map)
 
         def bad_message(row: int, where: str) -> str:
-            return (
+            got = (
                 f"label column {name!r} holds a value that data.label_map does not map (it "
-                f"maps {known}): {raw[row]!r} on {where}; add the value to data.label_map"
+                f"maps {known}): {raw[row]!r} on {where}"
             )
+            if _header_read_as_data(raw[row], where):
+                return got + HEADER_HINT
+            return got + "; add the value to data.label_map"
 
     checks = [
         ValueCheck(
@@ -192,6 +199,17 @@ def _label_values(
         ValueCheck("bad_label", name, bad.fill_null(False), bad_message),
     ]
     return values.alias(name), checks
+
+
+def _header_read_as_data(value: object, where: str) -> bool:
+    """A label that is no number on line 1: most likely a header line read as a row."""
+    if not where.startswith("line 1 of ") or not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
 
 
 def label_tokens(raw: pl.Series) -> pl.Series:

@@ -182,13 +182,19 @@ class StreamingOptions(StrictModel):
     block_rows: int = Field(65_536, ge=1)  # rows per row group of the encoded shards
 
 
+SplitName = Literal["train", "valid", "test"]
+HeaderSetting = bool | Literal["auto"]
+
+
 class DataConfig(StrictModel):
     recipe: str | None = None
     format: Literal["csv", "tsv", "parquet", "libsvm", "libffm", "synthetic"] = "csv"
     train: Path | None = None
     valid: Path | None = None
     test: Path | None = None
-    has_header: bool = True
+    # Whether CSV/TSV files start with a header line: true, false, auto (detected per file),
+    # or per split, e.g. {train: true, valid: false}; see finalmlp.data.headers.
+    has_header: HeaderSetting | dict[SplitName, HeaderSetting] = "auto"
     columns: list[str] | None = None  # column names of a file without header
     separator: str | None = None  # defaults: "," for csv, "\t" for tsv
     label: str = "label"
@@ -243,7 +249,12 @@ class DataConfig(StrictModel):
             _check_share(feat, {f.name: f for f in self.features})
         if self.format != "synthetic" and self.train is None:
             raise ValueError("data.train is required (path of the training file)")
-        if self.format in ("csv", "tsv") and not self.has_header and not self.columns:
+        train_header = (
+            self.has_header.get("train", "auto")
+            if isinstance(self.has_header, dict)
+            else self.has_header
+        )
+        if self.format in ("csv", "tsv") and train_header is False and not self.columns:
             raise ValueError("a file without header needs data.columns (the column names)")
         if self.label_map is not None and not self.label_map:
             raise ValueError("data.label_map is empty; map each raw label to 0 or 1, or remove it")
@@ -390,6 +401,7 @@ __all__ = [
     "FieldRange",
     "FinalMLPConfig",
     "FinalNetConfig",
+    "HeaderSetting",
     "LRConfig",
     "LibsvmOptions",
     "LowRankMixtureConfig",
@@ -398,6 +410,7 @@ __all__ = [
     "MonitorMetric",
     "NumericFeature",
     "SequenceFeature",
+    "SplitName",
     "SplitOptions",
     "StreamingOptions",
     "StrictModel",
