@@ -93,12 +93,18 @@ def read_file(
 
 
 def read_table(
-    path: Path, config: DataConfig, *, require_label: bool = True, split: str | None = None
+    path: Path,
+    config: DataConfig,
+    *,
+    require_label: bool = True,
+    split: str | None = None,
+    warn: bool = True,
 ) -> ReadResult:
     """:func:`read_file`, also returning what was done with the bad rows.
 
     With ``skip``/``quarantine`` a :class:`~finalmlp.data.badrows.BadRowsWarning` says how many
-    rows were left out and why; ``quarantine`` writes them to the side file.
+    rows were left out and why (unless ``warn`` is False: a reader thread leaves it to its
+    caller); ``quarantine`` writes them to the side file.
     """
     path = Path(path)
     _check_is_file(path)
@@ -111,7 +117,7 @@ def read_table(
         if table.frame.height == 0 and table.bad.height == 0:
             raise DataError(f"{path} has no data rows")
         frame, bad = _check_values(table, config, require_label, policy, hint)
-    report = settle(path, config, policy, bad)
+    report = settle(path, config, policy, bad, warn=warn)
     if frame.height == 0:
         raise DataError(
             f"no good row is left in {path}: all {report.total:,} rows are bad "
