@@ -12,7 +12,7 @@ from conftest import write_file
 from finalmlp.config import parse_config
 from finalmlp.data.dataset import load_frames
 from finalmlp.data.readers import read_file
-from finalmlp.errors import DataError
+from finalmlp.errors import ConfigError, DataError
 from finalmlp.schema import DataConfig
 
 HEADER = "label,user,price\n"
@@ -122,3 +122,17 @@ def test_label_error_on_a_header_line_says_so(tmp_path: Path) -> None:
     message = r"got 'click' on line 1 of .*train\.csv.*; line 1 looks like a header read as data"
     with pytest.raises(DataError, match=message):
         read_file(config.train, config)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("maybe", r"data\.has_header: expected true, false, auto, or one per split.*'maybe'"),
+        ({"train": True, "dev": False}, r"splits are train, valid and test, got \['dev'\]"),
+        ({"valid": "yes please"}, r"data\.has_header: expected true, false, auto"),
+    ],
+)
+def test_bad_header_settings_are_config_errors(setting: object, message: str) -> None:
+    raw = {"data": {"train": "t.csv", "has_header": setting, "features": FEATURES}}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # stream.py imports this module (through the loader)
 
 SPLITS = ("train", "valid", "test")
 # Bump when reading or encoding code changes what the cached arrays hold for the same config.
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2  # 2: libsvm fields with several indices are no longer joined
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,18 @@ class DataConfig(StrictModel):
     label_map: dict[str, Literal[0, 1]] | None = None
     streaming: StreamingOptions | None = None
 
+    @field_validator("has_header", mode="before")
+    @classmethod
+    def _header_setting(cls, value: object) -> object:
+        usage = "expected true, false, auto, or one per split, e.g. {train: true, valid: false}"
+        settings = value.values() if isinstance(value, dict) else [value]
+        if isinstance(value, dict) and not set(value) <= {"train", "valid", "test"}:
+            unknown = sorted(set(map(str, value)) - {"train", "valid", "test"})
+            raise ValueError(f"splits are train, valid and test, got {unknown}; {usage}")
+        if not all(isinstance(v, bool) or v == "auto" for v in settings):
+            raise ValueError(usage)
+        return value
+
     @field_validator("label_map", mode="before")
     @classmethod
     def _label_map_keys_are_text(cls, value: object) -> object:
