@@ -144,3 +144,10 @@ def test_bad_featindex(tmp_path: Path, content: str, message: str) -> None:
     path = _write(tmp_path, "1 0:1\n")
     with pytest.raises(DataError, match=message):
         read_libsvm(path, LibsvmOptions(field_map=featindex), label="label", features=[])
+
+
+def test_a_header_line_in_a_libsvm_file_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, "click features\n1 0:1 3:1\n")
+    message = r"label 'click' on line 1 .* is not a number \(line 1 looks like a header: libsvm"
+    with pytest.raises(DataError, match=message):
+        read_libsvm(path, AB_OPTIONS, label="label", features=FEATURES)
