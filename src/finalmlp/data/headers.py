@@ -39,6 +39,64 @@ class FileHeader:
     names: list[str]
 
 
+@dataclass(frozen=True)
+class HeaderRule:
+    """How to tell the header of one file: ``data.has_header`` for it, the column names known
+    without a header, and its split (None: a file to score or evaluate)."""
+
+    setting: HeaderSetting
+    known: list[str] | None
+    split: str | None
+    from_columns: bool  # the known names are data.columns (else the train file's header)
+
+    @classmethod
+    def of(cls, config: DataConfig, split: str | None, train_wanted: list[str]) -> HeaderRule:
+        """The rule for the file of ``split``; ``train_wanted``: the columns read from train."""
+        known = known_columns(config, split, train_wanted)
+        return cls(header_setting(config, split), known, split, bool(config.columns))
+
+    def layout(self, path: Path, separator: str, wanted: list[str]) -> FileHeader:
+        """Whether ``path`` has a header and its column names: the header's, or the known
+        names checked against the first line's width.
+
+        Raises:
+            DataError: see :func:`resolve_header`; a width that differs from the known names.
+        """
+        where = "data.has_header" + (f" ({self.split})" if self.split else "")
+        layout = resolve_header(path, separator, wanted, self.setting, self.known, where)
+        if layout.present:
+            return layout
+        width = len(first_fields(path, separator))
+        if width != len(layout.names):
+            source = "data.columns names" if self.from_columns else "the train file's header names"
+            raise DataError(
+                f"{path} has {width} columns but {source} {len(layout.names)}; "
+                "list one name per column"
+            )
+        return layout
+
+
+def csv_separator(config: DataConfig) -> str:
+    """``data.separator``, else ``,`` for csv and a tab for tsv."""
+    return config.separator or ("\t" if config.format == "tsv" else ",")
+
+
+def known_columns(
+    config: DataConfig, split: str | None, train_wanted: list[str]
+) -> list[str] | None:
+    """``data.columns``, or for valid/test the header of the train file when it has one."""
+    if config.columns or config.format not in ("csv", "tsv"):
+        return config.columns
+    train = Path(config.train) if config.train is not None else None
+    if split not in ("valid", "test") or train is None or not train.is_file():
+        return None
+    rule = HeaderRule(header_setting(config, "train"), None, "train", False)
+    try:
+        return rule.layout(train, csv_separator(config), train_wanted).names
+    except DataError:  # reading the train file reports it
+        return None
+
+
 def header_setting(config: DataConfig, split: str | None) -> HeaderSetting:
     """``data.has_header`` for the file of ``split`` (train/valid/test); ``auto`` for a file
     that is no split (one to score or evaluate)."""
@@ -60,7 +118,6 @@ def first_fields(path: Path, separator: str) -> list[str]:
 
 def resolve_header(
     path: Path,
-    config: DataConfig,
     separator: str,
     wanted: list[str],
     setting: HeaderSetting,
@@ -71,7 +128,6 @@ def resolve_header(
 
     Args:
         path: the CSV/TSV file.
-        config: its data config (for messages: the label).
         separator: the field separator.
         wanted: the columns the config reads from it.
         setting: ``data.has_header`` for this file.

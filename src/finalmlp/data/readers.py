@@ -41,7 +41,7 @@ from finalmlp.data.csvlines import (
     scan_records,
     scan_structure,
 )
-from finalmlp.data.headers import FileHeader, first_fields, header_setting, resolve_header
+from finalmlp.data.headers import FileHeader, HeaderRule, csv_separator
 from finalmlp.data.textlines import (
     LineMap,
     NotUtf8Error,
@@ -54,9 +54,9 @@ from finalmlp.data.textlines import (
 )
 from finalmlp.data.values import LABEL_VALUES, apply_checks, parse_values
 from finalmlp.errors import DataError, SchemaError
-from finalmlp.schema import DataConfig, HeaderSetting, LibsvmOptions
+from finalmlp.schema import DataConfig, LibsvmOptions
 
-__all__ = ["LABEL_VALUES", "ReadResult", "read_file", "read_table"]
+__all__ = ["LABEL_VALUES", "ReadResult", "csv_header", "read_file", "read_table"]
 
 _LIBSVM = ("libsvm", "libffm")
 _check_field_counts = check_field_counts  # the batch scorer checks its CSV chunks with it
@@ -110,7 +110,7 @@ def read_table(
     _check_is_file(path)
     policy: Policy = config.on_bad_rows if require_label else "error"
     hint = BAD_ROWS_HINT if require_label else ""
-    header = _HeaderRule(header_setting(config, split), _known_columns(config, split), split)
+    header = _header_rule(config, split)
     with tempfile.TemporaryDirectory(prefix="finalmlp-read-") as scratch:
         table = _read_columns(path, config, _wanted_columns(config, require_label), policy, hint,
                               Path(scratch), header)  # fmt: skip
@@ -149,48 +149,16 @@ class _Table:
     bad: pl.DataFrame
 
 
-@dataclass(frozen=True)
-class _HeaderRule:
-    """``data.has_header`` for one file, the column names known without a header, the split."""
-
-    setting: HeaderSetting
-    known: list[str] | None
-    split: str | None
-
-    def resolve(
-        self, path: Path, config: DataConfig, separator: str, wanted: list[str]
-    ) -> FileHeader:
-        where = "data.has_header" + (f" ({self.split})" if self.split else "")
-        return resolve_header(path, config, separator, wanted, self.setting, self.known, where)
-
-
 def csv_header(
     path: Path, config: DataConfig, wanted: list[str], split: str | None = None
 ) -> FileHeader:
     """Whether a CSV/TSV file has a header, and its column names (see
     :mod:`finalmlp.data.headers`); ``split`` None: a file to score, whose header is detected."""
-    rule = _HeaderRule(header_setting(config, split), _known_columns(config, split), split)
-    return _csv_layout(path, config, csv_separator(config), wanted, rule)
+    return _header_rule(config, split).layout(path, csv_separator(config), wanted)
 
 
-def _known_columns(config: DataConfig, split: str | None) -> list[str] | None:
-    """``data.columns``, or for valid/test the header of the train file when it has one."""
-    if config.columns or config.format not in ("csv", "tsv"):
-        return config.columns
-    train = Path(config.train) if config.train is not None else None
-    if split not in ("valid", "test") or train is None or not train.is_file():
-        return None
-    separator = csv_separator(config)
-    header = _HeaderRule(header_setting(config, "train"), None, "train")
-    try:
-        return header.resolve(train, config, separator, _wanted_columns(config, True)).names
-    except DataError:  # reading train reports it
-        return None
-
-
-def csv_separator(config: DataConfig) -> str:
-    """``data.separator``, else ``,`` for csv and a tab for tsv."""
-    return config.separator or ("\t" if config.format == "tsv" else ",")
+def _header_rule(config: DataConfig, split: str | None) -> HeaderRule:
+    return HeaderRule.of(config, split, _wanted_columns(config, True))
 
 
 def _read_columns(
@@ -200,7 +168,7 @@ def _read_columns(
     policy: Policy,
     hint: str,
     scratch: Path,
-    header: _HeaderRule,
+    header: HeaderRule,
 ) -> _Table:
     """The ``wanted`` columns of the file, in that order; raises if one is missing."""
     fmt = config.format
@@ -274,10 +242,10 @@ def _read_csv(
     policy: Policy,
     hint: str,
     scratch: Path,
-    rule: _HeaderRule,
+    rule: HeaderRule,
 ) -> _Table:
     separator = csv_separator(config)
-    layout = _csv_layout(path, config, separator, wanted, rule)
+    layout = rule.layout(path, separator, wanted)
     header, has_header = layout.names, layout.present
     _check_present(path, header, wanted, config)
     header_line = _header_text(path) if has_header else separator.join(header)
@@ -348,23 +316,6 @@ def _polars_csv(
                 raise_structure(source, found.bad.row(0, named=True), len(header))
         raise
     return frame.rename(dict(zip(frame.columns, wanted, strict=True)))
-
-
-def _csv_layout(
-    path: Path, config: DataConfig, separator: str, wanted: list[str], rule: _HeaderRule
-) -> FileHeader:
-    """Whether the file has a header, and its column names: the header's, or the known names
-    (``data.columns``, the train file's header) checked against the first line's width."""
-    layout = rule.resolve(path, config, separator, wanted)
-    if layout.present:
-        return layout
-    width = len(first_fields(path, separator))
-    if width != len(layout.names):
-        source = "data.columns names" if config.columns else "the train file's header names"
-        raise DataError(
-            f"{path} has {width} columns but {source} {len(layout.names)}; list one name per column"
-        )
-    return layout
 
 
 def _header_text(path: Path) -> str:

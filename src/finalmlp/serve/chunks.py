@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from finalmlp.data.csvlines import raise_structure, scan_structure
+from finalmlp.data.headers import csv_separator
 from finalmlp.data.readers import (
     _check_is_file,
     _check_present,
@@ -28,7 +29,6 @@ from finalmlp.data.readers import (
     _first_line,
     _valid_utf8,
     csv_header,
-    csv_separator,
     read_file,
 )
 from finalmlp.data.textlines import NotUtf8Error, first_line
