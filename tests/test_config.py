@@ -60,7 +60,7 @@ def test_criteo_recipe_uses_log_square_numerics() -> None:
     numeric = [f for f in cfg.data.features if isinstance(f, NumericFeature)]
     assert len(numeric) == 13 and len(cfg.data.features) == 39
     assert all(f.bucketize == "log_square" and f.min_count == 10 for f in numeric)
-    assert cfg.data.has_header is False and cfg.data.columns is not None
+    assert cfg.data.has_header == "auto" and cfg.data.columns is not None
 
 
 def test_synthetic_recipe_features_follow_synthetic_options() -> None:

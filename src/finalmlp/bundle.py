@@ -38,7 +38,7 @@ from finalmlp import __version__
 from finalmlp.calibration import CALIBRATION_FILE, Calibration
 from finalmlp.errors import ConfigError, DataError
 from finalmlp.features.processor import FeatureProcessor
-from finalmlp.io import atomic_directory, atomic_write_text
+from finalmlp.io import atomic_directory, atomic_write_text, default_file_mode
 from finalmlp.models import build_model
 from finalmlp.models.base import CTRModel
 from finalmlp.schema import ExperimentConfig
@@ -93,6 +93,7 @@ def save_run(
         processor.save(tmp / "processor.json")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
+        default_file_mode(tmp / "model.safetensors")  # 0600 otherwise; the other files 0644
         if calibration is not None:
             _write_calibration(tmp, calibration)
         atomic_write_text(tmp / "metrics.json", json.dumps(json_safe(metrics), indent=2))

@@ -59,6 +59,12 @@ def atomic_directory(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def default_file_mode(path: Path) -> None:
+    """Give a file written by another library the mode of any new file (0644 under the usual
+    umask 022): safetensors' ``save_file`` makes 0600 files."""
+    Path(path).chmod(0o666 & ~_umask())
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

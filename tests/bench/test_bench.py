@@ -193,6 +193,7 @@ def test_bench_command_trains_for_real_and_resumes(configs: Path, tmp_path: Path
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert first.output.count("epochs (") == 4
+    assert "checkpoint" not in first.output  # was "no checkpoint found: from step 0"
     metrics = json.loads((out / "runs" / "dualmlp" / "seed101" / "metrics.json").read_text())
     with (out / "leaderboard.csv").open() as handle:
         rows = {(r["model"], r["seed"]): r for r in csv.DictReader(handle)}

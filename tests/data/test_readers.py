@@ -192,7 +192,7 @@ def test_libsvm_tiny_file_with_field_ranges(tmp_path: Path) -> None:
             "train": path,
             "features": [
                 {"name": "a", "type": "categorical"},
-                {"name": "b", "type": "categorical"},
+                {"name": "b", "type": "sequence"},  # line 2 holds two indices of b
             ],
             "libsvm": {
                 "fields": [{"name": "a", "start": 0, "end": 3}, {"name": "b", "start": 3, "end": 9}]

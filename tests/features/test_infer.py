@@ -374,7 +374,7 @@ def test_sample_rows_limits_the_read(tmp_path: Path) -> None:
         ("missing", {}, DataError, "not found"),
         ("empty", {}, DataError, "is empty"),
         ("header", {}, DataError, "has no data rows"),
-        ("ok", {"fmt": "libsvm"}, ConfigError, "expected csv, tsv or parquet"),
+        ("ok", {"fmt": "xml"}, ConfigError, "expected csv, tsv, parquet, libsvm or libffm"),
         ("ok", {"sample_rows": 0}, ConfigError, "sample_rows must be at least 1"),
         ("ragged", {}, DataError, "cannot read .* separator ','"),
     ],

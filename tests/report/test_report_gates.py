@@ -83,3 +83,19 @@ def test_gate_plot_has_one_bar_per_field_for_each_stream(layout: FieldLayout) ->
         assert container.get_label() == name
     labels = [tick.get_text() for tick in axes.get_xticklabels()]
     assert labels == list(layout.field_names)
+
+
+def test_gate_plot_legend_covers_no_bar() -> None:
+    # Gates near their maximum in every field: a legend inside the bars' height covered some.
+    fields = [f"field{i}" for i in range(10)]
+    gates = {
+        "stream 1": np.linspace(1.6, 1.95, 10),
+        "stream 2": np.linspace(1.95, 1.6, 10),
+    }
+    figure = gates_figure(fields, gates)
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    legend = axes.get_legend().get_window_extent()
+    bars = [bar for c in axes.containers if isinstance(c, BarContainer) for bar in c]
+    assert len(bars) == 20
+    assert not any(legend.overlaps(bar.get_window_extent()) for bar in bars)

@@ -69,6 +69,7 @@ def bench(
     from finalmlp.bench.runner import load_published, resolve_entries, with_monitor
     from finalmlp.bench.suite import run_benchmark
     from finalmlp.cli.console import out
+    from finalmlp.train.checkpoint import INDEX as CHECKPOINT_INDEX
     from finalmlp.train.run import train_from_config
 
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -82,7 +83,9 @@ def bench(
     reference = load_published(published) if published is not None else None
 
     def train(config: Any, run_dir: Path) -> dict[str, Any]:
-        return train_from_config(config, run_dir, resume=True)
+        # Resume only a run that was interrupted: a fresh one has no checkpoint to look for.
+        resume = (run_dir / "checkpoints" / CHECKPOINT_INDEX).is_file()
+        return train_from_config(config, run_dir, resume=resume)
 
     command = "finalmlp bench " + shlex.join(sys.argv[2:])
     run_benchmark(

@@ -6,9 +6,11 @@ User errors (FinalMLPError) print one line, ``error: ...``, and exit with status
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -36,12 +38,16 @@ USER_ERROR_EXIT = 2
 
 
 def user_errors(func: F) -> F:
-    """Turn FinalMLPError into one red line on stderr and exit status 2."""
+    """Turn FinalMLPError into one red line on stderr and exit status 2; print warnings as
+    ``warning: ...`` lines (their source line is the package's, or a reader thread's: no use
+    to a user of the command)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
         except FinalMLPError as exc:
             # escape: messages quote user data, and '[/]' or '[missing]' is rich markup
             err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
@@ -55,7 +61,26 @@ def user_errors(func: F) -> F:
             err.print("[yellow]interrupted[/yellow]")
             raise typer.Exit(130) from None
 
+    wrapper.__doc__ = help_text(func.__doc__)
     return wrapper  # type: ignore[return-value]
+
+
+def help_text(doc: str | None) -> str | None:
+    """A docstring as ``--help`` should show it: each prose paragraph on one line, which the
+    terminal wraps as wide as it is (Typer keeps the hard line breaks of later paragraphs, so
+    a docstring wrapped for the source broke sentences mid-line); indented blocks such as a
+    YAML example keep their lines."""
+    if doc is None:
+        return None
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.split("\n"))
+        for p in paragraphs
+    )
+
+
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
 
 
 @app.command()
@@ -320,22 +345,29 @@ def serve(
 @schema_app.command("infer")
 @user_errors
 def schema_infer(
-    file: Annotated[Path, typer.Argument(help="A data file (CSV/TSV/Parquet).")],
+    file: Annotated[Path, typer.Argument(help="A data file (CSV/TSV/Parquet/libsvm/libFFM).")],
     label: Annotated[str | None, typer.Option(help="Label column (default: guessed).")] = None,
     header: Annotated[
         bool | None, typer.Option("--header/--no-header", help="Default: detected.")
     ] = None,
     separator: Annotated[str | None, typer.Option(help="Default: sniffed.")] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="csv, tsv or parquet (default: guessed).")
+        str | None,
+        typer.Option("--format", help="csv, tsv, parquet, libsvm or libffm (default: guessed)."),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write YAML here.")] = None,
+    field_map: Annotated[
+        Path | None,
+        typer.Option(help="libsvm: JSON or featindex.txt naming each index's field."),
+    ] = None,
 ) -> None:
     """Propose a YAML config (feature types, cardinalities) from a data file."""
     from finalmlp.features.infer import infer_schema
     from finalmlp.io import atomic_write_text
 
-    inferred = infer_schema(file, label=label, fmt=fmt, has_header=header, separator=separator)
+    inferred = infer_schema(
+        file, label=label, fmt=fmt, has_header=header, separator=separator, field_map=field_map
+    )
     text = inferred.to_yaml()
     if output is None:
         sys.stdout.write(text)

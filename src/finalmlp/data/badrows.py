@@ -19,6 +19,7 @@ it always describes the latest read.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,8 +45,9 @@ REASONS: dict[str, str] = {
     "bad_label": "label not 0/1 (nor in data.label_map)",
     "bad_token": "malformed libsvm token",
     "unknown_field": "index or field not in data.libsvm",
-    "repeated_field": "several values for one numeric field",
+    "repeated_field": "several indices of a single-valued field",
 }
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # warnings point outside it
 BAD_ROWS_SCHEMA = pl.Schema(
     {"line": pl.Int64, "reason": pl.String, "column": pl.String, "raw": pl.String}
 )
@@ -133,8 +135,11 @@ def quarantine_path(path: Path, config: DataConfig) -> Path:
     return target
 
 
-def settle(path: Path, config: DataConfig, policy: Policy, bad: pl.DataFrame) -> BadRowReport:
-    """Count the bad rows, write the side file (``quarantine``) and warn when some were left out."""
+def settle(
+    path: Path, config: DataConfig, policy: Policy, bad: pl.DataFrame, *, warn: bool = True
+) -> BadRowReport:
+    """Count the bad rows, write the side file (``quarantine``) and, with ``warn``, warn when
+    some were left out (see :func:`warn_bad_rows`)."""
     bad = bad.sort("line", maintain_order=True)
     counts = bad.group_by("reason", maintain_order=True).len()
     report = BadRowReport(
@@ -145,9 +150,25 @@ def settle(path: Path, config: DataConfig, policy: Policy, bad: pl.DataFrame) ->
     )
     if report.quarantine is not None:
         atomic_write(report.quarantine, lambda tmp: bad.write_csv(tmp))
-    if report.total:
-        warnings.warn(report.summary(), BadRowsWarning, stacklevel=4)
+    if warn:
+        warn_bad_rows(report)
     return report
+
+
+def warn_bad_rows(report: BadRowReport) -> None:
+    """A :class:`BadRowsWarning` with the report's summary when rows were left out, located at
+    the first caller outside this package (the user's call, not a reader thread)."""
+    if report.total:
+        warn_at_caller(report.summary(), BadRowsWarning)
+
+
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` at the innermost frame outside the finalmlp package (what
+    ``skip_file_prefixes`` does on Python 3.12+), so the location is the user's own call."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def row_json(row: Mapping[str, object]) -> str:

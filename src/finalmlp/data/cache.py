@@ -27,8 +27,9 @@ from finalmlp.io import atomic_write_text
 from finalmlp.schema import DataConfig
 
 # Bump when reading or encoding code changes what the cached arrays hold for the same config.
-# 2: labels are (N, T) with NaN for a missing label.
-ENCODING_VERSION = 2
+# 2: libsvm fields with several indices are no longer joined; 3: labels are (N, T) with NaN
+# for a missing label.
+ENCODING_VERSION = 3
 
 
 def cache_root(config: DataConfig) -> Path:

@@ -16,7 +16,8 @@ from finalmlp.schema import DataConfig, SplitOptions
 
 def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
     """Raw train/valid/test frames; missing valid/test are split off train at random."""
-    from finalmlp.data.readers import read_file
+    from finalmlp.data.badrows import warn_bad_rows
+    from finalmlp.data.readers import read_table
 
     if config.format == "synthetic":
         from finalmlp.data.synthetic import generate_synthetic
@@ -28,8 +29,14 @@ def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
         paths = {name: getattr(config, name) for name in SPLITS if getattr(config, name)}
         # the files at once: reading and checking are mostly Polars work, outside the GIL
         with ThreadPoolExecutor(max_workers=len(paths), thread_name_prefix="finalmlp-read") as pool:
-            futures = {name: pool.submit(read_file, Path(p), config) for name, p in paths.items()}
-            frames = {name: future.result() for name, future in futures.items()}
+            futures = {
+                name: pool.submit(read_table, Path(p), config, split=name, warn=False)
+                for name, p in paths.items()
+            }
+            tables = {name: future.result() for name, future in futures.items()}
+        for table in tables.values():  # from this thread: a warning names the user's call
+            warn_bad_rows(table.bad_rows)
+        frames = {name: table.frame for name, table in tables.items()}
     missing = [s for s in ("valid", "test") if s not in frames]
     if missing:
         frames.update(_random_split(frames.pop("train"), missing, config.split or SplitOptions()))

@@ -8,12 +8,18 @@ as a CSV, so everything downstream treats the two alike::
                                   1.0    "42"  "1572" "5042"
 
 The field of an index comes from ``LibsvmOptions.fields`` (index ranges) or ``field_map`` (a JSON
-file ``{"idx": "field"}``); libFFM lines carry it. Unnamed libFFM fields are ``f0, f1, ...``: the
-columns run up to the highest field number in the file or asked for by a feature, so a field
-that a feature uses is a (null) column even in a file where it never occurs. A field declared
-numeric in ``features`` holds the float value, any other field the index as a string, several
-indices of one field joined with ``"^"`` (or the ``separator`` of a ``SequenceFeature`` on that
-column, which then reads them as a sequence); fields absent from a line are null.
+file ``{"idx": "field"}``, or a ``featindex.txt`` of ``field:value<TAB>index`` lines); libFFM lines
+carry it. Unnamed libFFM fields are ``f0, f1, ...``: the columns run up to the highest field
+number in the file or asked for by a feature, so a field that a feature uses is a (null) column
+even in a file where it never occurs. A field declared numeric in ``features`` holds the float
+value, any other field the index as a string; fields absent from a line are null.
+
+Several indices of one field on a line are never silently merged into one value. A field read
+by a ``SequenceFeature`` takes them all, joined by its ``separator`` (a sequence). A field read
+by a categorical or numeric feature holds one: ``LibsvmOptions.multi_valued`` says what a line
+with several gets (``error``: a bad row, naming the file, line and field; ``first``/``last``:
+that index only). A field no feature reads keeps them all, joined with ``"^"``, so that
+``schema infer`` can see which fields are multi-valued.
 
 Parsing is columnar: Polars splits, explodes and regex-parses all tokens at once, NumPy
 ``searchsorted`` maps indices to fields, and a group-by + pivot rebuilds the rows.
@@ -26,7 +32,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -46,6 +52,7 @@ _TOKEN_PATTERN = r"^(?P<idx>[0-9]+):(?P<val>[^:]+)$"
 _FFM_TOKEN_PATTERN = r"^(?P<field>[0-9]+):(?P<idx>[0-9]+):(?P<val>[^:]+)$"
 _MULTI_SEPARATOR = "^"
 _FFM_NAME = re.compile(r"f(0|[1-9][0-9]*)")  # default libFFM field names: f0, f1, ...
+MultiValued = Literal["error", "first", "last"]
 
 
 def read_libsvm(
@@ -61,22 +68,25 @@ def read_libsvm(
     Args:
         path: the text file (gzip/zstd compressed or not), one example per line; blank lines
             are skipped.
-        options: how indices map to fields (``fields`` ranges or a ``field_map`` JSON file;
-            for libFFM optional ``field_names``).
+        options: how indices map to fields (``fields`` ranges or a ``field_map`` file;
+            for libFFM optional ``field_names``) and ``multi_valued``.
         label: name of the label column in the result.
         features: declared features; a field whose name is the ``column`` of a
             ``NumericFeature`` keeps the float value, every other field the index; a
-            ``SequenceFeature``'s separator joins several indices of its field.
+            ``SequenceFeature``'s separator joins several indices of its field, a field of
+            another feature holds one (see ``options.multi_valued``).
         ffm: lines are libFFM ``label field:idx:val``.
 
     Returns:
         ``label`` (Float64, 0/1; libFM's -1 becomes 0) then one column per field in field
         order (by smallest index; libFFM: by field number): Float64 for numeric fields,
-        String (indices joined by ``"^"``) otherwise.
+        String otherwise (several indices joined by the sequence separator, or ``"^"`` for a
+        field no feature reads).
 
     Raises:
-        DataError: naming the file, the 1-based line and the offending token; also for a
-            missing file or field map and when neither ``fields`` nor ``field_map`` is given.
+        DataError: naming the file, the 1-based line and the offending token (or field with
+            several indices); also for a missing file or field map and when neither
+            ``fields`` nor ``field_map`` is given.
         ConfigError: overlapping or empty ranges, both ``fields`` and ``field_map``,
             duplicate ``field_names``, or a field named like the label.
 
@@ -133,7 +143,7 @@ def read_libsvm_table(
         )
     entries = bad.drop(entries.with_columns(pl.Series("field", codes, dtype=pl.Int32)))
     kinds = _FieldKinds.from_features(features)
-    _check_repeated_numbers(entries, field_names, kinds, path, bad)
+    entries = _single_values(entries, field_names, kinds, options.multi_valued, path, bad)
     labels, entries = bad.drop(labels), bad.drop(entries)
     frame = _assemble(labels, entries, field_names, kinds).rename({_LABEL: label})
     return LibsvmTable(frame, labels[_LINE].to_numpy().astype(np.int64), bad.table(lines))
@@ -141,16 +151,20 @@ def read_libsvm_table(
 
 @dataclass(frozen=True)
 class _FieldKinds:
-    """What the declared features say about fields: which are numeric, which separators."""
+    """What the declared features say about fields: which are numeric, which hold one value,
+    which separators."""
 
     numeric: frozenset[str]
+    single: frozenset[str]  # read by a categorical or numeric feature: one index per line
     separators: dict[str, str]  # separator of each sequence column; others join with "^"
 
     @classmethod
     def from_features(cls, features: Sequence[Feature]) -> _FieldKinds:
+        separators = {f.column: f.separator for f in features if isinstance(f, SequenceFeature)}
         return cls(
             numeric=frozenset(f.column for f in features if isinstance(f, NumericFeature)),
-            separators={f.column: f.separator for f in features if isinstance(f, SequenceFeature)},
+            single=frozenset(f.column for f in features if f.column not in separators),
+            separators=separators,
         )
 
 
@@ -223,6 +237,8 @@ def _parse_labels(
 
         def message(row: dict[str, Any]) -> str:
             problem = "is not a number" if row[_LABEL] is None else "is not a binary label"
+            if row[_LABEL] is None and row[_LINE] == 1:
+                problem += " (line 1 looks like a header: libsvm files have none; remove it)"
             return (
                 f"label {row['token']!r} on line {row[_LINE]} of {path} {problem}; expected 1, "
                 "0 or -1 as the first token of each line (`label idx:val ...`), or map the "
@@ -319,7 +335,8 @@ def _index_table(options: LibsvmOptions, path: Path) -> _IndexTable:
         return _IndexTable(starts, starts + 1, names, fix)
     raise DataError(
         f"cannot tell the field of each index in {path}: set data.libsvm.fields (index "
-        'ranges) or data.libsvm.field_map (a JSON file {"idx": "field"}); '
+        'ranges) or data.libsvm.field_map (a JSON file {"idx": "field"}, or a featindex.txt '
+        "of `field:value<TAB>index` lines); "
         "only libFFM files carry their fields"
     )
 
@@ -363,13 +380,30 @@ def _range_table(options: LibsvmOptions) -> tuple[np.ndarray, np.ndarray, list[s
 
 
 def _map_table(field_map: Path) -> tuple[np.ndarray, list[str]]:
-    """Indices of a field-map JSON file, sorted, and the field name of each."""
-    usage = 'expected a JSON object mapping each index to its field, e.g. {"0": "user"}'
+    """Indices of a field map, sorted, and the field name of each: a JSON object
+    ``{"idx": "field"}``, or a ``featindex.txt`` (``field:value<TAB>index`` per line)."""
+    usage = (
+        'expected a JSON object mapping each index to its field, e.g. {"0": "user"}, or '
+        "featindex.txt lines `field:value<TAB>index`, e.g. `user:u42<TAB>0`"
+    )
     if not Path(field_map).is_file():
         raise DataError(f"field map {str(field_map)!r} (data.libsvm.field_map) not found; {usage}")
     try:
-        mapping = json.loads(Path(field_map).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = Path(field_map).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"field map {field_map} is not UTF-8 text ({exc}); {usage}") from None
+    if text.lstrip()[:1] in ("{", "["):
+        indices, names = _json_map(field_map, text, usage)
+    else:
+        indices, names = _featindex_map(field_map, text, usage)
+    order = np.argsort(indices, kind="stable")
+    return indices[order], [names[i] for i in order]
+
+
+def _json_map(field_map: Path, text: str, usage: str) -> tuple[np.ndarray, list[str]]:
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise DataError(f"field map {field_map} is not valid JSON ({exc}); {usage}") from None
     if not isinstance(mapping, dict) or not mapping:
         raise DataError(f"field map {field_map} holds {type(mapping).__name__}; {usage}")
@@ -379,10 +413,43 @@ def _map_table(field_map: Path) -> tuple[np.ndarray, list[str]]:
                 f"field map {field_map} has entry {key!r}: {name!r}; keys must be "
                 f"non-negative integers and values field names; {usage}"
             )
-    indices = np.array([int(key) for key in mapping], dtype=np.int64)
-    order = np.argsort(indices, kind="stable")
-    names = list(mapping.values())
-    return indices[order], [names[i] for i in order]
+    return np.array([int(key) for key in mapping], dtype=np.int64), list(mapping.values())
+
+
+def _featindex_map(field_map: Path, text: str, usage: str) -> tuple[np.ndarray, list[str]]:
+    """A featindex.txt: the field of ``field:value`` is the text before its first colon (a key
+    without one, such as ``truncate``, is a field of its own); the index is the last column."""
+    lines = pl.DataFrame({"text": text.splitlines()}).with_row_index("line", offset=1)
+    lines = lines.filter(pl.col("text").str.strip_chars() != "")
+    parts = lines.with_columns(
+        pl.col("text").str.extract_groups(r"^\s*(?P<key>\S(?:.*\S)?)\s+(?P<idx>[0-9]{1,18})\s*$")
+    ).unnest("text")
+    if lines.height == 0:
+        raise DataError(f"field map {field_map} holds no entry; {usage}")
+    wrong = parts.filter(pl.col("idx").is_null())
+    if wrong.height:
+        line = int(wrong["line"][0])
+        raise DataError(
+            f"line {line} of field map {field_map} is {text.splitlines()[line - 1]!r}; {usage}"
+        )
+    table = parts.select(
+        pl.col("key").str.split_exact(":", 1).struct.field("field_0").alias("field"),
+        pl.col("idx").cast(pl.Int64),
+        "line",
+    )
+    clash = (
+        table.filter(pl.col("idx").is_duplicated())
+        .group_by("idx", maintain_order=True)
+        .agg(pl.col("field").unique(maintain_order=True), pl.col("line"))
+        .filter(pl.col("field").list.len() > 1)
+    )
+    if clash.height:
+        row = clash.row(0, named=True)
+        raise DataError(
+            f"field map {field_map} gives index {row['idx']} to fields {row['field']} (lines "
+            f"{row['line']}); each index must belong to one field"
+        )
+    return table["idx"].to_numpy(), table["field"].to_list()
 
 
 def _ffm_fields(
@@ -418,23 +485,45 @@ def _ffm_fields(
 
 
 # ----------------------------------------------------------------------------- rows
-def _check_repeated_numbers(
-    entries: pl.DataFrame, field_names: list[str], kinds: _FieldKinds, path: Path, bad: _BadLines
-) -> None:
-    """Report the lines holding several indices of one numeric field."""
-    numeric_codes = [code for code, name in enumerate(field_names) if name in kinds.numeric]
-    numbers = entries.filter(pl.col("field").is_in(numeric_codes))
-    if not _has_repeats(numbers, len(field_names)):
-        return
-    bad.report(
-        numbers.filter(pl.struct(_ROW, "field").is_duplicated()),
-        "repeated_field",
-        lambda row: (
-            f"numeric field {field_names[row['field']]!r} has several indices on line "
-            f"{row[_LINE]} of {path} (token {row['token']!r} is one); expected one "
-            "`idx:val` per numeric field; declare the field categorical or sequence instead"
-        ),
-    )
+def _single_values(
+    entries: pl.DataFrame,
+    field_names: list[str],
+    kinds: _FieldKinds,
+    multi_valued: MultiValued,
+    path: Path,
+    bad: _BadLines,
+) -> pl.DataFrame:
+    """``entries`` with one token per line for each single-valued field: the ``first`` or
+    ``last`` of several, or (``error``) the lines holding several reported to ``bad``."""
+    single_codes = [code for code, name in enumerate(field_names) if name in kinds.single]
+    single = pl.col("field").is_in(single_codes)
+    if not _has_repeats(entries.filter(single), len(field_names)):
+        return entries
+    key = pl.struct(_ROW, "field")
+    if multi_valued != "error":
+        kept = key.is_first_distinct() if multi_valued == "first" else key.is_last_distinct()
+        return entries.filter(~single | kept)
+    repeats = entries.filter(single & key.is_duplicated())
+
+    def message(row: dict[str, Any]) -> str:
+        name = field_names[row["field"]]
+        same = repeats.filter((pl.col(_ROW) == row[_ROW]) & (pl.col("field") == row["field"]))
+        where = f"on line {row[_LINE]} of {path} ({', '.join(same['token'].head(5))})"
+        if name in kinds.numeric:
+            return (
+                f"numeric field {name!r} has several indices {where}; expected one `idx:val` "
+                "per numeric field; declare the field categorical or sequence instead, or set "
+                "data.libsvm.multi_valued: first (or last) to keep one"
+            )
+        return (
+            f"field {name!r} has several indices {where}, but its feature is categorical "
+            "(one index per line). Declare the feature `type: sequence` to read them all, "
+            "set data.libsvm.multi_valued: first (or last) to keep one, or check that "
+            "data.libsvm.fields / field_map give each field its own indices"
+        )
+
+    bad.report(repeats, "repeated_field", message)
+    return entries
 
 
 def _assemble(

@@ -18,7 +18,6 @@ bad row, and keeps NaN/inf as missing values, as the server does.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from finalmlp.data.csvlines import (
     scan_records,
     scan_structure,
 )
+from finalmlp.data.headers import FileHeader, HeaderRule, csv_separator
 from finalmlp.data.textlines import (
     LineMap,
     NotUtf8Error,
@@ -56,9 +56,8 @@ from finalmlp.data.values import LABEL_VALUES, apply_checks, parse_values
 from finalmlp.errors import DataError, SchemaError
 from finalmlp.schema import DataConfig, LibsvmOptions
 
-__all__ = ["LABEL_VALUES", "ReadResult", "read_file", "read_table"]
+__all__ = ["LABEL_VALUES", "ReadResult", "csv_header", "read_file", "read_table"]
 
-_DUPLICATE = re.compile(r"^(?P<base>.+)_duplicated_\d+$")  # Polars' name for a repeated header
 _LIBSVM = ("libsvm", "libffm")
 _check_field_counts = check_field_counts  # the batch scorer checks its CSV chunks with it
 
@@ -71,7 +70,9 @@ class ReadResult:
     bad_rows: BadRowReport
 
 
-def read_file(path: Path, config: DataConfig, *, require_label: bool = True) -> pl.DataFrame:
+def read_file(
+    path: Path, config: DataConfig, *, require_label: bool = True, split: str | None = None
+) -> pl.DataFrame:
     """Read one data file as the config describes it.
 
     Args:
@@ -79,32 +80,44 @@ def read_file(path: Path, config: DataConfig, *, require_label: bool = True) -> 
         config: the data config (format, columns, label, group, features, on_bad_rows).
         require_label: False when scoring: the label (and group) columns are then neither
             needed nor read, so a file whose label is blank or not 0/1 can be scored.
+        split: ``train``, ``valid`` or ``test`` when the file is that split (its
+            ``data.has_header``; valid/test may take their column names from the train
+            file's header), None for another file (its header is detected: ``auto``).
 
     Raises:
         DataError: unreadable, empty, ragged, or unparsable values (file, line, column named);
             with ``on_bad_rows`` skip/quarantine, only when no good row is left.
         SchemaError: a column the config needs is not in the file.
     """
-    return read_table(path, config, require_label=require_label).frame
+    return read_table(path, config, require_label=require_label, split=split).frame
 
 
-def read_table(path: Path, config: DataConfig, *, require_label: bool = True) -> ReadResult:
+def read_table(
+    path: Path,
+    config: DataConfig,
+    *,
+    require_label: bool = True,
+    split: str | None = None,
+    warn: bool = True,
+) -> ReadResult:
     """:func:`read_file`, also returning what was done with the bad rows.
 
     With ``skip``/``quarantine`` a :class:`~finalmlp.data.badrows.BadRowsWarning` says how many
-    rows were left out and why; ``quarantine`` writes them to the side file.
+    rows were left out and why (unless ``warn`` is False: a reader thread leaves it to its
+    caller); ``quarantine`` writes them to the side file.
     """
     path = Path(path)
     _check_is_file(path)
     policy: Policy = config.on_bad_rows if require_label else "error"
     hint = BAD_ROWS_HINT if require_label else ""
+    header = _header_rule(config, split)
     with tempfile.TemporaryDirectory(prefix="finalmlp-read-") as scratch:
         table = _read_columns(path, config, _wanted_columns(config, require_label), policy, hint,
-                              Path(scratch))  # fmt: skip
+                              Path(scratch), header)  # fmt: skip
         if table.frame.height == 0 and table.bad.height == 0:
             raise DataError(f"{path} has no data rows")
         frame, bad = _check_values(table, config, require_label, policy, hint)
-    report = settle(path, config, policy, bad)
+    report = settle(path, config, policy, bad, warn=warn)
     if frame.height == 0:
         raise DataError(
             f"no good row is left in {path}: all {report.total:,} rows are bad "
@@ -136,14 +149,32 @@ class _Table:
     bad: pl.DataFrame
 
 
+def csv_header(
+    path: Path, config: DataConfig, wanted: list[str], split: str | None = None
+) -> FileHeader:
+    """Whether a CSV/TSV file has a header, and its column names (see
+    :mod:`finalmlp.data.headers`); ``split`` None: a file to score, whose header is detected."""
+    return _header_rule(config, split).layout(path, csv_separator(config), wanted)
+
+
+def _header_rule(config: DataConfig, split: str | None) -> HeaderRule:
+    return HeaderRule.of(config, split, _wanted_columns(config, True))
+
+
 def _read_columns(
-    path: Path, config: DataConfig, wanted: list[str], policy: Policy, hint: str, scratch: Path
+    path: Path,
+    config: DataConfig,
+    wanted: list[str],
+    policy: Policy,
+    hint: str,
+    scratch: Path,
+    header: HeaderRule,
 ) -> _Table:
     """The ``wanted`` columns of the file, in that order; raises if one is missing."""
     fmt = config.format
     try:
         if fmt in ("csv", "tsv"):
-            return _read_csv(path, config, wanted, policy, hint, scratch)
+            return _read_csv(path, config, wanted, policy, hint, scratch, header)
         if fmt == "parquet":
             available = list(pl.read_parquet_schema(path))
             _check_present(path, available, wanted, config)
@@ -205,16 +236,23 @@ def _csv_column(header: list[str], separator: str) -> Callable[[Utf8Problem], st
 
 # ----------------------------------------------------------------------------- CSV / TSV
 def _read_csv(
-    path: Path, config: DataConfig, wanted: list[str], policy: Policy, hint: str, scratch: Path
+    path: Path,
+    config: DataConfig,
+    wanted: list[str],
+    policy: Policy,
+    hint: str,
+    scratch: Path,
+    rule: HeaderRule,
 ) -> _Table:
-    separator = config.separator or ("\t" if config.format == "tsv" else ",")
-    header = _csv_header(path, config, separator)
+    separator = csv_separator(config)
+    layout = rule.layout(path, separator, wanted)
+    header, has_header = layout.names, layout.present
     _check_present(path, header, wanted, config)
-    header_line = _header_text(path) if config.has_header else None
+    header_line = _header_text(path) if has_header else separator.join(header)
 
     def scan(text: Path) -> CsvStructure:
         return scan_structure(
-            text, separator, len(header), config.has_header, header_line, policy == "error"
+            text, separator, len(header), has_header, header_line, policy == "error"
         )
 
     text, utf8, bad = path, LineMap(), no_bad_rows()
@@ -222,7 +260,7 @@ def _read_csv(
         structure = scan(path)
     except NotUtf8Error:
         column_of = _csv_column(header, separator)
-        text, utf8, bad = _valid_utf8(path, policy, hint, scratch, column_of, config.has_header)
+        text, utf8, bad = _valid_utf8(path, policy, hint, scratch, column_of, has_header)
         structure = scan(text)
     source, copy = text, LineMap()
     found = structure.bad
@@ -240,14 +278,14 @@ def _read_csv(
     records = structure.records
     places = RowPlaces(
         path,
-        first=2 if config.has_header else 1,
+        first=2 if has_header else 1,
         lines=None if records is None else records[:, 0],
         last_lines=None if records is None else records[:, 1],
         copy=copy,
         text=text,
         utf8=utf8,
     )
-    frame = _polars_csv(source, config, separator, header, wanted)
+    frame = _polars_csv(source, has_header, separator, header, wanted)
     return _Table(frame, places, bad)
 
 
@@ -260,50 +298,24 @@ def _copy_without(text: Path, found: pl.DataFrame, target: Path) -> LineMap:
 
 
 def _polars_csv(
-    source: Path, config: DataConfig, separator: str, header: list[str], wanted: list[str]
+    source: Path, has_header: bool, separator: str, header: list[str], wanted: list[str]
 ) -> pl.DataFrame:
     try:
         frame = pl.read_csv(
             source,
             separator=separator,
-            has_header=config.has_header,
+            has_header=has_header,
             columns=[header.index(c) for c in wanted],
             infer_schema=False,
             truncate_ragged_lines=False,
         )
     except pl.exceptions.ComputeError as exc:
         if "found more fields" in str(exc):  # the counts above missed it: locate it exactly
-            found = scan_records(source, separator, len(header), config.has_header, None, True)
+            found = scan_records(source, separator, len(header), has_header, None, True)
             if found.bad.height:
                 raise_structure(source, found.bad.row(0, named=True), len(header))
         raise
     return frame.rename(dict(zip(frame.columns, wanted, strict=True)))
-
-
-def _csv_header(path: Path, config: DataConfig, separator: str) -> list[str]:
-    """Column names: the header line, or ``data.columns`` checked against the first line."""
-    try:
-        first = pl.read_csv(
-            path, separator=separator, has_header=config.has_header, n_rows=0, infer_schema=False
-        )
-    except pl.exceptions.NoDataError:  # a compressed empty file
-        raise DataError(f"{path} is empty; expected a header and data rows") from None
-    if config.has_header:
-        for name in first.columns:
-            match = _DUPLICATE.match(name)
-            if match and match["base"] in first.columns:
-                raise DataError(
-                    f"the header of {path} names column {match['base']!r} more than once; "
-                    "rename the duplicates so each column has its own name"
-                )
-        return first.columns
-    names = list(config.columns or [])
-    if first.width != len(names):
-        raise DataError(
-            f"{path} has {first.width} columns but data.columns names {len(names)}; "
-            "list one name per column"
-        )
-    return names  # unique: checked by DataConfig
 
 
 def _header_text(path: Path) -> str:

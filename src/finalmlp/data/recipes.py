@@ -1,7 +1,9 @@
 """Built-in dataset recipes: defaults for a known dataset, merged under the user's data config.
 
 A config says ``data: {recipe: criteo, train: day_0.txt}`` and gets the right columns, label and
-features; any key it sets itself wins (``features`` replaces the recipe's list).
+features; any key it sets itself wins (``features`` replaces the recipe's list). Each recipe names
+its columns in file order, so a file of that dataset reads with or without its header line
+(``has_header: auto``, the default, detects it per file).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def frappe_x1() -> dict[str, Any]:
     min_count 1 as the BARS evaluation settings prescribe."""
     return {
         "format": "csv",
+        "columns": ["label", *FRAPPE_FIELDS],
         "label": "label",
         "features": [{"name": n, "type": "categorical"} for n in FRAPPE_FIELDS],
     }
@@ -50,7 +53,6 @@ def criteo() -> dict[str, Any]:
     categorical = [{"name": n, "type": "categorical", "min_count": 10} for n in CRITEO_CATEGORICAL]
     return {
         "format": "tsv",
-        "has_header": False,
         "columns": ["label", *CRITEO_NUMERIC, *CRITEO_CATEGORICAL],
         "label": "label",
         "features": numeric + categorical,
@@ -67,6 +69,7 @@ def avazu() -> dict[str, Any]:
     """
     return {
         "format": "csv",
+        "columns": ["id", "click", *AVAZU_FIELDS],
         "label": "click",
         "features": [{"name": n, "type": "categorical", "min_count": 2} for n in AVAZU_FIELDS],
     }

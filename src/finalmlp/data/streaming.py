@@ -53,15 +53,17 @@ def prepare_streaming(
                 stacklevel=2,
             )
     files = train_files(config)
-    processor = FeatureProcessor(config.features).fit_chunks(read_file(f, config) for f in files)
+    processor = FeatureProcessor(config.features).fit_chunks(
+        read_file(f, config, split="train") for f in files
+    )
     splits = {}
     for name in ("valid", "test"):
         path = getattr(config, name)
-        splits[name] = encode_frame(processor, read_file(Path(path), config), config)
+        splits[name] = encode_frame(processor, read_file(Path(path), config, split=name), config)
     with atomic_directory(cache_path) as tmp:
         writer = ShardWriter(tmp / SHARDS, block_rows=config.streaming.block_rows)
         for path in files:
-            encoded = encode_frame(processor, read_file(path, config), config)
+            encoded = encode_frame(processor, read_file(path, config, split="train"), config)
             writer.write(encoded.features, encoded.label)
         writer.close()
         write_cache_entry(tmp, processor, splits, {"train": {"stream": SHARDS}})

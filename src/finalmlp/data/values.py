@@ -19,6 +19,10 @@ from finalmlp.errors import DataError
 from finalmlp.schema import DataConfig, NumericFeature, Task
 
 LABEL_VALUES = (0.0, 1.0)
+HEADER_HINT = (
+    "; line 1 looks like a header read as data: set data.has_header to auto or true for this "
+    "file (per split, e.g. {train: true}), or remove the line"
+)
 
 
 @dataclass(frozen=True)
@@ -163,10 +167,10 @@ def _label_values(raw: pl.Series, task: Task) -> tuple[pl.Series, list[ValueChec
         bad = not_number | ~(values.is_in(list(LABEL_VALUES)).fill_null(True))
 
         def bad_message(row: int, where: str) -> str:
-            return (
-                f"{what} must hold 0/1 (or -1/1), got {raw[row]!r} on {where}; "
-                "binarize the label first, or map its values with data.label_map"
-            )
+            got = f"{what} must hold 0/1 (or -1/1), got {raw[row]!r} on {where}"
+            if _header_read_as_data(raw[row], where):
+                return got + HEADER_HINT
+            return got + "; binarize the label first, or map its values with data.label_map"
     else:
         tokens = label_tokens(raw)
         values = tokens.replace_strict(
@@ -178,10 +182,13 @@ def _label_values(raw: pl.Series, task: Task) -> tuple[pl.Series, list[ValueChec
         known = sorted(label_map)
 
         def bad_message(row: int, where: str) -> str:
-            return (
+            got = (
                 f"{what} holds a value that {map_name} does not map (it "
-                f"maps {known}): {raw[row]!r} on {where}; add the value to {map_name}"
+                f"maps {known}): {raw[row]!r} on {where}"
             )
+            if _header_read_as_data(raw[row], where):
+                return got + HEADER_HINT
+            return got + f"; add the value to {map_name}"
 
     checks = [ValueCheck("bad_label", name, bad.fill_null(False), bad_message)]
     if not task.allow_missing:
@@ -197,6 +204,17 @@ def _label_values(raw: pl.Series, task: Task) -> tuple[pl.Series, list[ValueChec
             ),
         )
     return values.alias(name), checks
+
+
+def _header_read_as_data(value: object, where: str) -> bool:
+    """A label that is no number on line 1: most likely a header line read as a row."""
+    if not where.startswith("line 1 of ") or not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
 
 
 def label_tokens(raw: pl.Series) -> pl.Series:

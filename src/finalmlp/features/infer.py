@@ -117,16 +117,20 @@ def infer_schema(
     has_header: bool | None = None,
     separator: str | None = None,
     sample_rows: int = 200_000,
+    field_map: Path | None = None,
 ) -> InferredSchema:
-    """Read the head of a CSV/TSV/Parquet file and propose a data config with column stats.
+    """Read the head of a CSV/TSV/Parquet/libsvm/libFFM file and propose a data config with
+    column stats (for libsvm see :mod:`finalmlp.features.infer_libsvm`).
 
     Args:
         path: the raw data file.
         label: the label column; guessed when None (by name, else a 0/1 first column).
-        fmt: ``csv``, ``tsv`` or ``parquet``; from the suffix and first line when None.
+        fmt: ``csv``, ``tsv``, ``parquet``, ``libsvm`` or ``libffm``; from the suffix and
+            first line when None.
         has_header: whether the first line names the columns; guessed when None.
         separator: field separator of a text file; sniffed from the first lines when None.
         sample_rows: how many rows to read.
+        field_map: libsvm only: the JSON or featindex.txt file naming each index's field.
 
     Raises:
         DataError: the file is missing, empty or unreadable.
@@ -136,6 +140,13 @@ def infer_schema(
     path = Path(path)
     if sample_rows < 1:
         raise ConfigError(f"sample_rows must be at least 1, got {sample_rows}")
+    from finalmlp.features.infer_libsvm import infer_sparse_schema, sparse_format
+
+    sparse = sparse_format(path, fmt)
+    if sparse is not None:
+        return infer_sparse_schema(
+            path, fmt=sparse, field_map=field_map, label=label, sample_rows=sample_rows
+        )
     frame, layout = _read_sample(path, fmt, has_header, separator, sample_rows)
     stats = column_stats(frame)
     label_column, label_note = _choose_label(path, frame, label)
@@ -253,7 +264,10 @@ def _detect_layout(path: Path, fmt: str | None, separator: str | None) -> _Layou
     if fmt == "parquet":
         return _Layout("parquet", None, True)
     if fmt not in (None, "csv", "tsv"):
-        raise ConfigError(f"cannot infer a schema for format {fmt!r}; expected csv, tsv or parquet")
+        raise ConfigError(
+            f"cannot infer a schema for format {fmt!r}; expected csv, tsv, parquet, libsvm "
+            "or libffm"
+        )
     if separator is None:
         separator = "\t" if fmt == "tsv" else sniff_separator(path)
     if fmt is None:

@@ -154,7 +154,10 @@ def gates_figure(field_names: Sequence[str], gates: Mapping[str, np.ndarray]) ->
     axes.axhline(1.0, linestyle="--", color="grey", linewidth=1)
     axes.set_xticks(positions, field_names, rotation=45, ha="right")
     _style(axes, "Mean gate value per field (valid)", "field", "mean gate value (1 = neutral)")
-    axes.legend()
+    # Headroom above the tallest bar holds the legend in one row: it never covers a bar.
+    tallest = max([1.0, *(float(np.max(v)) for v in gates.values() if len(v))])
+    axes.set_ylim(0.0, tallest * 1.3)
+    axes.legend(loc="upper center", ncol=max(num_streams, 1), frameon=False)
     return figure
 
 

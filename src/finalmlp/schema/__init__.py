@@ -142,13 +142,19 @@ class LibsvmOptions(StrictModel):
     """How to turn ``label idx:val ...`` lines into named fields.
 
     Give ``fields`` as index ranges, or ``field_map``: a JSON file mapping each index to a field
-    name. ``libffm`` lines (``label field:idx:val``) carry the field number themselves and need
+    name (``{"0": "user"}``), or a ``featindex.txt`` (``field:value<TAB>index`` per line).
+    ``libffm`` lines (``label field:idx:val``) carry the field number themselves and need
     neither; their fields are named ``f0, f1, ...`` unless ``field_names`` are given.
+
+    A field read by a ``sequence`` feature takes every index of a line. A field read by a
+    categorical or numeric feature holds one; a line with several follows ``multi_valued``:
+    ``error`` (a bad row naming the file, line and field), or keep the ``first`` or ``last``.
     """
 
     fields: list[FieldRange] = Field(default_factory=list)
     field_map: Path | None = None
     field_names: list[str] = Field(default_factory=list)
+    multi_valued: Literal["error", "first", "last"] = "error"
 
 
 class SplitOptions(StrictModel):
@@ -232,13 +238,19 @@ class Task:
     allow_missing: bool
 
 
+SplitName = Literal["train", "valid", "test"]
+HeaderSetting = bool | Literal["auto"]
+
+
 class DataConfig(StrictModel):
     recipe: str | None = None
     format: Literal["csv", "tsv", "parquet", "libsvm", "libffm", "synthetic"] = "csv"
     train: Path | None = None
     valid: Path | None = None
     test: Path | None = None
-    has_header: bool = True
+    # Whether CSV/TSV files start with a header line: true, false, auto (detected per file),
+    # or per split, e.g. {train: true, valid: false}; see finalmlp.data.headers.
+    has_header: HeaderSetting | dict[SplitName, HeaderSetting] = "auto"
     columns: list[str] | None = None  # column names of a file without header
     separator: str | None = None  # defaults: "," for csv, "\t" for tsv
     label: str = "label"
@@ -260,6 +272,18 @@ class DataConfig(StrictModel):
     # Raw label text -> 0/1, e.g. {"no": 0, "yes": 1}; without it labels must be 0/1 or -1/1.
     label_map: dict[str, Literal[0, 1]] | None = None
     streaming: StreamingOptions | None = None
+
+    @field_validator("has_header", mode="before")
+    @classmethod
+    def _header_setting(cls, value: object) -> object:
+        usage = "expected true, false, auto, or one per split, e.g. {train: true, valid: false}"
+        settings = value.values() if isinstance(value, dict) else [value]
+        if isinstance(value, dict) and not set(value) <= {"train", "valid", "test"}:
+            unknown = sorted(set(map(str, value)) - {"train", "valid", "test"})
+            raise ValueError(f"splits are train, valid and test, got {unknown}; {usage}")
+        if not all(isinstance(v, bool) or v == "auto" for v in settings):
+            raise ValueError(usage)
+        return value
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -316,7 +340,12 @@ class DataConfig(StrictModel):
             _check_share(feat, {f.name: f for f in self.features})
         if self.format != "synthetic" and self.train is None:
             raise ValueError("data.train is required (path of the training file)")
-        if self.format in ("csv", "tsv") and not self.has_header and not self.columns:
+        train_header = (
+            self.has_header.get("train", "auto")
+            if isinstance(self.has_header, dict)
+            else self.has_header
+        )
+        if self.format in ("csv", "tsv") and train_header is False and not self.columns:
             raise ValueError("a file without header needs data.columns (the column names)")
         if self.label_map is not None and not self.label_map:
             raise ValueError("data.label_map is empty; map each raw label to 0 or 1, or remove it")
@@ -546,6 +575,7 @@ __all__ = [
     "FieldRange",
     "FinalMLPConfig",
     "FinalNetConfig",
+    "HeaderSetting",
     "LRConfig",
     "LabelSpec",
     "LibsvmOptions",
@@ -555,6 +585,7 @@ __all__ = [
     "MonitorMetric",
     "NumericFeature",
     "SequenceFeature",
+    "SplitName",
     "SplitOptions",
     "StreamingOptions",
     "StrictModel",

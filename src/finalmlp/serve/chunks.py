@@ -21,13 +21,14 @@ import numpy as np
 import polars as pl
 
 from finalmlp.data.csvlines import raise_structure, scan_structure
+from finalmlp.data.headers import csv_separator
 from finalmlp.data.readers import (
     _check_is_file,
     _check_present,
     _csv_column,
-    _csv_header,
     _first_line,
     _valid_utf8,
+    csv_header,
     read_file,
 )
 from finalmlp.data.textlines import NotUtf8Error, first_line
@@ -60,6 +61,7 @@ class ChunkReader:
         self.columns = list(dict.fromkeys([*features, *id_columns]))
         self.offset = 0  # data rows before the current chunk, for messages
         self.record_lines: np.ndarray | None = None  # first line of each record, if not 1:1
+        self.has_header = False  # the CSV/TSV file starts with a header line (detected)
 
     def open(self) -> Iterator[pl.DataFrame]:
         """Check the file and its columns now; the chunks come when iterated.
@@ -94,21 +96,22 @@ class ChunkReader:
             ) from None
 
     def _csv(self) -> Iterator[pl.DataFrame]:
-        config = self.config
-        separator = config.separator or ("\t" if config.format == "tsv" else ",")
-        header = _csv_header(self.path, config, separator)
+        separator = csv_separator(self.config)
+        features = list(dict.fromkeys(f.column for f in self.config.features))
+        layout = csv_header(self.path, self.config, features)
+        header, self.has_header = layout.names, layout.present
         self._check_columns(header)
-        header_line = None
-        if config.has_header:
+        header_line = separator.join(header)  # a line equal to it is a repeated header
+        if self.has_header:
             text = first_line(self.path).decode("utf-8", errors="replace")
             header_line = text.removeprefix("\ufeff")
         try:  # Polars would fill a short line with nulls: lines are checked first
             structure = scan_structure(
-                self.path, separator, len(header), config.has_header, header_line, True
+                self.path, separator, len(header), self.has_header, header_line, True
             )
         except NotUtf8Error:  # raises naming the line, byte and column
             _valid_utf8(self.path, "error", "", self.path.parent, _csv_column(header, separator),
-                        config.has_header)  # fmt: skip
+                        self.has_header)  # fmt: skip
             raise
         if structure.bad.height:
             raise_structure(self.path, structure.bad.row(0, named=True), len(header))
@@ -117,7 +120,7 @@ class ChunkReader:
         scan = pl.scan_csv(
             self.path,
             separator=separator,
-            has_header=config.has_header,
+            has_header=self.has_header,
             infer_schema=False,
             truncate_ragged_lines=False,
         ).select([pl.nth(header.index(c)).alias(c) for c in self.columns])
@@ -153,4 +156,4 @@ class ChunkReader:
             return f"row {index + 1:,} of {self.path}"
         if self.record_lines is not None:
             return f"line {int(self.record_lines[index]):,} of {self.path}"
-        return f"line {index + (2 if self.config.has_header else 1):,} of {self.path}"
+        return f"line {index + (2 if self.has_header else 1):,} of {self.path}"
