@@ -171,4 +171,7 @@ _NESTED: dict[str, type[BaseModel]] = {
     "low_rank_mixture": LowRankMixtureConfig,
     "block1": MLPConfig,
     "block2": MLPConfig,
+    "bottom": MLPConfig,
+    "expert": MLPConfig,
+    "tower": MLPConfig,
 }

@@ -61,12 +61,23 @@ def make_run(
     model: dict[str, Any] | None = None,
     features: list[dict[str, Any]] | None = None,
     seed: int = 0,
+    labels: list[str] | None = None,
     **data: Any,
 ) -> Path:
-    """Fit the processor on 200 rows, draw weights, save the run directory ``folder/run``."""
+    """Fit the processor on 200 rows, draw weights, save the run directory ``folder/run``.
+
+    ``labels`` names several tasks (``data.labels``): each gets a random 0/1 column.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     train = folder / "train.csv"
-    rows(200, seed).write_csv(train)
+    frame = rows(200, seed)
+    if labels is not None:
+        rng = np.random.default_rng(seed + 1)
+        frame = frame.with_columns(
+            pl.Series(name, rng.integers(0, 2, frame.height).astype(str)) for name in labels
+        )
+        data = {**data, "labels": labels}
+    frame.write_csv(train)
     config = parse_config(
         {
             "data": {"train": str(train), "features": features or FEATURES, **data},
@@ -78,7 +89,7 @@ def make_run(
     processor = FeatureProcessor(config.data.features).fit(frame)
     # the Linear layers' xavier draws: the same run whatever ran before
     torch.manual_seed(2023 + seed)
-    net = build_model(processor.layout, config.model)
+    net = build_model(processor.layout, config.model, len(config.data.tasks))
     generator = torch.Generator().manual_seed(seed)
     keep = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Linear)}  # xavier
     with torch.no_grad():

@@ -16,7 +16,11 @@ from finalmlp.models.dualmlp import DualMLP
 from finalmlp.models.finalmlp import FinalMLP
 from finalmlp.models.finalnet import FinalNet
 from finalmlp.models.fm import FactorizationMachine
+from finalmlp.models.home import HoME
 from finalmlp.models.lr import LogisticRegression
+from finalmlp.models.mmoe import MMoE
+from finalmlp.models.ple import PLE
+from finalmlp.models.sharebottom import ShareBottom
 from finalmlp.models.widedeep import WideDeep
 from finalmlp.models.xdeepfm import XDeepFM
 from finalmlp.schema import ModelConfig
@@ -34,6 +38,10 @@ MODELS: dict[str, Callable[..., CTRModel]] = {
     "xdeepfm": XDeepFM,
     "autoint": AutoInt,
     "finalnet": FinalNet,
+    "sharebottom": ShareBottom,
+    "mmoe": MMoE,
+    "ple": PLE,
+    "home": HoME,
 }
 
 
@@ -61,6 +69,7 @@ __all__ = [
     "DCN",
     "DNN",
     "MODELS",
+    "PLE",
     "AutoInt",
     "CTRModel",
     "DCNv2",
@@ -69,7 +78,10 @@ __all__ = [
     "FactorizationMachine",
     "FinalMLP",
     "FinalNet",
+    "HoME",
     "LogisticRegression",
+    "MMoE",
+    "ShareBottom",
     "WideDeep",
     "XDeepFM",
     "build_model",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
 from finalmlp.schema.models import (
@@ -37,12 +37,17 @@ from finalmlp.schema.models import (
     FinalMLPConfig,
     FinalNetConfig,
     FMConfig,
+    HoMEConfig,
     LowRankMixtureConfig,
     LRConfig,
     MLPConfig,
+    MMoEConfig,
     ModelConfig,
+    PLEConfig,
+    ShareBottomConfig,
     WideDeepConfig,
     XDeepFMConfig,
+    resolve_task_groups,
 )
 
 
@@ -509,6 +514,17 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = FinalMLPConfig()
     train: TrainConfig = TrainConfig()
 
+    @field_validator("model")
+    @classmethod
+    def _task_groups_by_index(cls, model: ModelConfig, info: ValidationInfo) -> ModelConfig:
+        """HoME's task groups name tasks of ``data.labels``: checked here and kept as indices
+        (the model is built from the model config and the task count alone)."""
+        data = info.data.get("data")
+        if isinstance(model, HoMEConfig) and model.task_groups is not None and data is not None:
+            groups = resolve_task_groups(model.task_groups, data.task_names)
+            return model.model_copy(update={"task_groups": groups})
+        return model
+
     @model_validator(mode="after")
     def _contexts_exist(self) -> ExperimentConfig:
         self._check_monitor()
@@ -576,15 +592,19 @@ __all__ = [
     "FinalMLPConfig",
     "FinalNetConfig",
     "HeaderSetting",
+    "HoMEConfig",
     "LRConfig",
     "LabelSpec",
     "LibsvmOptions",
     "LowRankMixtureConfig",
     "MLPConfig",
+    "MMoEConfig",
     "ModelConfig",
     "MonitorMetric",
     "NumericFeature",
+    "PLEConfig",
     "SequenceFeature",
+    "ShareBottomConfig",
     "SplitName",
     "SplitOptions",
     "StreamingOptions",

@@ -196,6 +196,142 @@ class FinalNetConfig(StrictModel):
         return self
 
 
+# ---- multi-task: ShareBottom, MMoE, PLE, HoME (several tasks; each also runs with one)
+# Widths default to FuxiCTR 2.3's multi-task zoo (experts [512, 256, 128], towers [128, 64],
+# ReLU, no dropout or BatchNorm), so a bench against it compares like with like.
+def _expert_mlp() -> MLPConfig:
+    return MLPConfig(hidden_units=[512, 256, 128])
+
+
+def _tower_mlp() -> MLPConfig:
+    return MLPConfig(hidden_units=[128, 64])
+
+
+class ShareBottomConfig(StrictModel):
+    """ShareBottom (Caruana, 1997): one MLP shared by every task over the flat embedding, then
+    one tower MLP per task to its logit."""
+
+    name: Literal["sharebottom"] = "sharebottom"
+    embedding_dim: int = Field(10, gt=0)
+    bottom: MLPConfig = Field(default_factory=_expert_mlp)
+    tower: MLPConfig = Field(default_factory=_tower_mlp)
+
+
+class MMoEConfig(StrictModel):
+    """MMoE (Ma et al., KDD 2018): ``num_experts`` expert MLPs shared by every task, a softmax
+    gate per task over them, a tower per task. ``gate_hidden_units: []`` (the default) is the
+    paper's gate, one linear map of the input; FuxiCTR's gates have hidden layers ([128, 64])."""
+
+    name: Literal["mmoe"] = "mmoe"
+    embedding_dim: int = Field(10, gt=0)
+    num_experts: int = Field(4, ge=2)  # one expert would make the gate a constant 1
+    expert: MLPConfig = Field(default_factory=_expert_mlp)
+    gate_hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    tower: MLPConfig = Field(default_factory=_tower_mlp)
+
+
+class PLEConfig(StrictModel):
+    """PLE (Tang et al., RecSys 2020): ``num_levels`` stacked CGC layers, each with
+    ``num_task_experts`` experts per task and ``num_shared_experts`` shared ones; a task's
+    gate mixes its own and the shared experts, and below the last level a shared gate mixes
+    all of them. ``num_levels: 1`` is the paper's CGC."""
+
+    name: Literal["ple"] = "ple"
+    embedding_dim: int = Field(10, gt=0)
+    num_levels: int = Field(2, ge=1)
+    num_shared_experts: int = Field(1, ge=1)
+    num_task_experts: int = Field(1, ge=1)
+    expert: MLPConfig = Field(default_factory=_expert_mlp)
+    gate_hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    tower: MLPConfig = Field(default_factory=_tower_mlp)
+
+
+class HoMEConfig(StrictModel):
+    """HoME (Wang et al., Kuaishou, arXiv 2408.05430): two levels of experts under a
+    hierarchy mask of meta-task groups, normalised Swish experts, feature-gates and self-gates
+    (``finalmlp.models.home`` states what follows the paper and what is our choice).
+
+    ``task_groups``: the meta-task groups, a list of lists of task names (``data.labels``) or
+    indices, each task in exactly one group; default: every task in one group. The expert
+    counts are per level: ``num_shared_experts`` globally shared, ``num_group_experts`` per
+    group, ``num_task_experts`` per task (second level only). ``expert.batch_norm`` is the
+    expert normalisation (on by default); ``expert_activation: relu``, ``feature_gate: false``
+    and ``self_gate: false`` are the paper's ablations.
+    """
+
+    name: Literal["home"] = "home"
+    embedding_dim: int = Field(10, gt=0)
+    task_groups: list[Annotated[list[int | str], Field(min_length=1)]] | None = Field(
+        None, min_length=1
+    )
+    num_shared_experts: int = Field(1, ge=1)
+    num_group_experts: int = Field(1, ge=1)
+    num_task_experts: int = Field(1, ge=1)
+    expert: MLPConfig = MLPConfig(hidden_units=[512, 256, 128], batch_norm=True)
+    expert_activation: Literal["swish", "relu"] = "swish"
+    gate_hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    feature_gate: bool = True
+    feature_gate_rank: int = Field(16, gt=0)
+    self_gate: bool = True
+    tower: MLPConfig = Field(default_factory=_tower_mlp)
+
+    @model_validator(mode="after")
+    def _each_task_once(self) -> HoMEConfig:
+        if self.task_groups is not None:
+            listed = [task for group in self.task_groups for task in group]
+            twice = sorted({str(t) for t in listed if listed.count(t) > 1})
+            if twice:
+                raise ValueError(
+                    f"task_groups lists {twice} in more than one place; put each "
+                    "task in exactly one group"
+                )
+            negative = [t for t in listed if isinstance(t, int) and t < 0]
+            if negative:
+                raise ValueError(f"task_groups has negative task indices {negative}")
+        return self
+
+
+def resolve_task_groups(
+    groups: list[list[int | str]] | None, task_names: list[str]
+) -> list[list[int]]:
+    """HoME's ``task_groups`` as task indices: names looked up in ``task_names``, every task
+    in exactly one group; None is one group of every task.
+
+    Raises:
+        ValueError: an unknown name or index, or a task in no group.
+    """
+    if groups is None:
+        return [list(range(len(task_names)))]
+    resolved: list[list[int]] = []
+    for group in groups:
+        indices = []
+        for task in group:
+            if isinstance(task, str):
+                if task not in task_names:
+                    raise ValueError(
+                        f"task_groups names task {task!r}; the tasks are {task_names} (data.labels)"
+                    )
+                indices.append(task_names.index(task))
+            elif not 0 <= task < len(task_names):
+                raise ValueError(
+                    f"task_groups has task index {task}, but there are {len(task_names)} "
+                    f"tasks (0 to {len(task_names) - 1}): {task_names}"
+                )
+            else:
+                indices.append(task)
+        resolved.append(indices)
+    listed = [t for group in resolved for t in group]
+    if len(set(listed)) != len(listed):
+        raise ValueError(
+            "task_groups lists a task twice (by name and by index); put each "
+            "task in exactly one group"
+        )
+    missing = [task_names[t] for t in range(len(task_names)) if t not in listed]
+    if missing:
+        raise ValueError(f"task_groups leaves out tasks {missing}; put every task in a group")
+    return resolved
+
+
 ModelConfig = Annotated[
     FinalMLPConfig
     | DualMLPConfig
@@ -208,7 +344,11 @@ ModelConfig = Annotated[
     | DCNv2Config
     | XDeepFMConfig
     | AutoIntConfig
-    | FinalNetConfig,
+    | FinalNetConfig
+    | ShareBottomConfig
+    | MMoEConfig
+    | PLEConfig
+    | HoMEConfig,
     Field(discriminator="name"),
 ]
 
