@@ -14,6 +14,7 @@ import numpy as np
 
 from finalmlp.bundle import Run, load_run
 from finalmlp.data.dataset import EncodedSplit, encode_frame, load_frames, prepare_data
+from finalmlp.data.split import BatchLoader
 from finalmlp.features.processor import EncodedFeatures, FeatureProcessor
 from finalmlp.inference import predict_proba
 from finalmlp.io import atomic_write_text
@@ -80,11 +81,21 @@ def build_sections(run: Run, splits: dict[str, EncodedSplit]) -> list[Section]:
     valid = sample_rows(splits["valid"], VALID_MAX_ROWS, VALID_SEED)
     gates = mean_gates(run.model, valid, layout, batch_size)
     built.append(sections.gates_section(layout.field_names, gates, valid.num_rows))
+    built.append(sections.experts_section(expert_summary(run, valid, batch_size), tasks))
     importances = permutation_importance(
         run.model, valid, layout, batch_size=batch_size, seed=VALID_SEED
     )
     built.append(sections.importance_section(layout, importances, valid.num_rows, VALID_SEED))
     return [section for section in built if section is not None]
+
+
+def expert_summary(run: Run, split: EncodedSplit, batch_size: int) -> dict | None:
+    """The model's expert statistics on ``split`` (mixture-of-experts models), else None."""
+    stats = getattr(run.model, "expert_stats", None)
+    if not callable(stats):
+        return None
+    batches = BatchLoader(split, batch_size)
+    return dict(stats(iter(batches)).to_dict())
 
 
 def served_probs(run: Run, probs: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -172,3 +172,22 @@ def importance_figure(field_names: Sequence[str], auc_drops: np.ndarray) -> Figu
     axes.axvline(0.0, color="grey", linewidth=1)
     _style(axes, "Permutation importance (valid)", "AUC drop when permuted", "")
     return figure
+
+
+def expert_gates_figure(
+    experts: Sequence[str], tasks: Sequence[str], gate_weights: np.ndarray
+) -> Figure:
+    """Heat map of each task's mean gate weight (rows) on each expert (columns)."""
+    longest = max((len(name) for name in experts), default=1)
+    bottom = 0.7 + 0.06 * min(longest, 30)
+    figure = new_figure(max(6.0, 0.5 * len(experts) + 2.5), 1.0 + 0.5 * len(tasks) + bottom,
+                        bottom=bottom)  # fmt: skip
+    axes = figure.subplots()
+    image = axes.imshow(gate_weights, aspect="auto", cmap="viridis", vmin=0.0)
+    axes.set_xticks(np.arange(len(experts)), experts, rotation=45, ha="right")
+    axes.set_yticks(np.arange(len(tasks)), tasks)
+    for (row, col), value in np.ndenumerate(gate_weights):
+        axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
+    figure.colorbar(image, ax=axes, label="mean gate weight")
+    axes.set_title("Mean gate weight per task and expert (valid)", fontsize=10)
+    return figure

@@ -264,3 +264,34 @@ def importance_section(
     figure = plots.importance_figure([item.field for item in importances], drops)
     table = Table(["field", "type", "AUC drop", "logloss increase"], rows)
     return Section("Permutation importance", [note], [table], [_image(figure, "importance")])
+
+
+# ----------------------------------------------------------------------------- experts
+def experts_section(stats: Mapping[str, Any] | None, tasks: Sequence[str]) -> Section | None:
+    """Per task the mean gate weight of each expert, and each expert's fraction of dead
+    (exactly 0) output activations and output scale: the expert-collapse signals HoME is
+    about. None for a model without experts."""
+    if not stats:
+        return None
+    experts, weights = list(stats["experts"]), np.asarray(stats["gate_weights"], dtype=float)
+    header = ["expert", "level", "dead fraction", "mean |output|", *tasks]
+    rows = [
+        [
+            name,
+            str(stats["levels"][i]),
+            fmt(stats["dead_fraction"][i]),
+            fmt(stats["mean_abs"][i]),
+            *(fmt(float(weights[t, i])) for t in range(len(tasks))),
+        ]
+        for i, name in enumerate(experts)
+    ]
+    note = (
+        f"Over {stats['rows']:,} validation rows in eval mode. Gate weight: the mean softmax "
+        "weight the task's gate gives the expert (0 where the hierarchy mask hides it; a "
+        "task's weights at one level sum to 1). Dead fraction: the share of the expert's "
+        "output values that are exactly 0 (dead ReLU units; HoME's normalised Swish experts "
+        "have next to none). Mean |output|: the scale the gates mix; very different scales "
+        "across experts are the expert-collapse signal."
+    )
+    image = _image(plots.expert_gates_figure(experts, tasks, weights), "gate weight per expert")
+    return Section("Experts", [note], [Table(header, rows)], [image])
