@@ -149,7 +149,8 @@ def test_mmoe_follows_the_paper_formula(layout: FieldLayout) -> None:
     x = model.embedding(batch).flatten(1)
     for task in range(2):
         weights = torch.softmax(model.gates[task].mlp[0](x), dim=1)  # one linear map
-        mixed = sum(weights[:, i : i + 1] * model.experts[i](x) for i in range(3))
+        experts = model.experts(x)  # (B, 3, H), checked against separate MLPs below
+        mixed = sum(weights[:, i : i + 1] * experts[:, i] for i in range(3))
         torch.testing.assert_close(model(batch)[:, task : task + 1], model.towers[task](mixed))
 
 
@@ -259,3 +260,31 @@ def test_home_built_with_unresolved_names_says_how_to_fix(layout: FieldLayout) -
         build_model(layout, home([["click"], ["buy"]]), 2)  # type: ignore[list-item]
     with pytest.raises(ConfigError, match=r"leaves out tasks \['#2'\]"):
         build_model(layout, home([[0], [1]]), 3)
+
+
+@pytest.mark.parametrize("shared_input", [True, False])
+@pytest.mark.parametrize("activation", ["relu", "swish"])
+def test_expert_group_computes_what_separate_expert_mlps_compute(
+    shared_input: bool, activation: str
+) -> None:
+    from finalmlp.models.experts import ExpertGroup
+    from finalmlp.schema import MLPConfig
+
+    torch.manual_seed(0)
+    config = MLPConfig(hidden_units=[6, 5], batch_norm=True)
+    group = ExpertGroup(3, 4, config, activation, shared_input).train()  # type: ignore[arg-type]
+    x = torch.randn(16, 4) if shared_input else torch.randn(16, 3, 4)
+    out = group(x)
+    assert out.shape == (16, 3, 5)
+    act = torch.nn.SiLU() if activation == "swish" else torch.nn.ReLU()
+    for k in range(3):
+        h = x if shared_input else x[:, k]
+        for layer, (linear, norm) in enumerate(zip(group.linears, group.norms, strict=True)):
+            weight = linear.weight[:, k] if linear.shared_input else linear.weight[k]
+            h = h @ weight + linear.bias[k]
+            units = slice(k * h.shape[1], (k + 1) * h.shape[1])
+            mean, var = h.mean(dim=0), h.var(dim=0, unbiased=False)
+            h = (h - mean) / torch.sqrt(var + norm.eps) * norm.weight[units] + norm.bias[units]
+            h = act(h)
+            del layer
+        torch.testing.assert_close(out[:, k], h, rtol=1e-5, atol=1e-5)

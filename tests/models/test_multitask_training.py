@@ -41,9 +41,9 @@ def test_expert_stats_on_experts_with_known_outputs(layout: FieldLayout) -> None
             gate.mlp[0].weight.zero_()
             gate.mlp[0].bias.zero_()
         biases = ([-1.0] * 4, [2.0] * 4, [1.0, -1.0, 1.0, -1.0])  # ReLU(bias): 0, 2, 2 of 4
-        for expert, bias in zip(model.experts, biases, strict=True):
-            expert.layers[0].weight.zero_()
-            expert.layers[0].bias.copy_(torch.tensor(bias))
+        linear = model.experts.linears[0]  # the three experts' layer, batched
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor(biases))
     model.train()
     stats = model.expert_stats([random_batch(layout, 8), random_batch(layout, 24, seed=1)])
     assert model.training  # the mode is restored

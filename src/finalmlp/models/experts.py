@@ -23,38 +23,82 @@ from finalmlp.models.layers import Dropout
 from finalmlp.schema import MLPConfig
 
 
-class ExpertMLP(nn.Module):
-    """An expert: per hidden layer Linear -> BatchNorm (``config.batch_norm``) -> activation ->
-    Dropout. (B, D) -> (B, H), H = ``config.hidden_units[-1]``.
+class BatchedLinear(nn.Module):
+    """k independent Linear maps applied at once, one matrix product for all of them.
 
-    With ReLU it is :class:`finalmlp.models.layers.MLP`; with Swish (``x * sigmoid(x)``) and
-    BatchNorm it is HoME's normalised expert (Sec. 4.1): every output unit is standardised
-    over the batch, scaled and shifted, then passed through Swish, which is zero only at 0.
+    ``shared_input``: the input is the same (B, D) for every map (an expert group's first
+    layer on the field embedding): one (B, D) x (D, k*O) product, weight stored (D, k, O).
+    Otherwise the input is (B, k, D), a batched product over k, weight stored (k, D, O).
+    Each map is initialised as ``nn.Linear`` is here (xavier-normal weights, zero biases).
+    """
+
+    def __init__(self, num: int, input_dim: int, output_dim: int, shared_input: bool) -> None:
+        super().__init__()
+        shape = (input_dim, num, output_dim) if shared_input else (num, input_dim, output_dim)
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.bias = nn.Parameter(torch.zeros(num, output_dim))
+        self.shared_input = shared_input
+        self.num, self.output_dim = num, output_dim
+        std = (2.0 / (input_dim + output_dim)) ** 0.5
+        nn.init.normal_(self.weight, std=std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared_input:  # (B, D) -> (B, k, O)
+            weight = self.weight.view(self.weight.shape[0], -1)
+            return torch.addmm(self.bias.view(-1), x, weight).view(-1, self.num, self.output_dim)
+        out = torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight)  # (k, B, O)
+        return out.transpose(0, 1)
+
+
+class ExpertGroup(nn.Module):
+    """k experts of the same shape (``config``) computed together: per hidden layer one
+    batched matrix product for all of them, then BatchNorm (``config.batch_norm``, statistics
+    per expert and unit), the activation (ReLU, or Swish for HoME's normalised experts) and
+    Dropout. The same function as k separate MLPs (Linear -> BatchNorm -> activation ->
+    Dropout per layer), in a few large products instead of many small ones (FuxiCTR runs
+    its experts one after another). With Swish and BatchNorm an expert is HoME's normalised
+    expert (Sec. 4.1): every output unit is standardised over the batch, then passed
+    through Swish, which is zero only at 0.
+
+    (B, D) (one input for every expert; ``shared_input``) or (B, k, D) -> (B, k, H).
     """
 
     def __init__(
-        self, input_dim: int, config: MLPConfig, activation: Literal["relu", "swish"] = "relu"
+        self,
+        num: int,
+        input_dim: int,
+        config: MLPConfig,
+        activation: Literal["relu", "swish"] = "relu",
+        shared_input: bool = True,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        self.num = num
+        self.linears = nn.ModuleList()
+        self.norms = nn.ModuleList()
         width = input_dim
-        for units in config.hidden_units:
-            layers.append(nn.Linear(width, units))
-            if config.batch_norm:
-                layers.append(nn.BatchNorm1d(units))
-            layers.append(nn.SiLU() if activation == "swish" else nn.ReLU())
-            if config.dropout > 0:
-                layers.append(Dropout(config.dropout))
+        for index, units in enumerate(config.hidden_units):
+            first_shared = shared_input and index == 0
+            self.linears.append(BatchedLinear(num, width, units, first_shared))
+            self.norms.append(nn.BatchNorm1d(num * units) if config.batch_norm else nn.Identity())
             width = units
+        self.activation = nn.SiLU() if activation == "swish" else nn.ReLU()
+        self.dropout = Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.output_dim = width
-        self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        for linear, norm in zip(self.linears, self.norms, strict=True):
+            x = linear(x)  # (B, k, H)
+            if isinstance(norm, nn.BatchNorm1d):
+                x = norm(x.reshape(x.shape[0], -1)).view(x.shape[0], self.num, -1)
+            x = self.dropout(self.activation(x))
+        return x
 
 
 def run_experts(experts: nn.Module | Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """Every expert (a ModuleList, or any modules) on the same input: (B, D) -> (B, k, H)."""
+    """Every expert (an ExpertGroup, a ModuleList, or any modules) on the same input:
+    (B, D) -> (B, k, H)."""
+    if isinstance(experts, ExpertGroup):
+        return experts(x)
     modules = experts.children() if isinstance(experts, nn.Module) else experts
     return torch.stack([expert(x) for expert in modules], dim=1)
 

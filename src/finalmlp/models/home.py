@@ -59,7 +59,7 @@ from finalmlp.batch import Batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
 from finalmlp.models.experts import (
-    ExpertMLP,
+    ExpertGroup,
     ExpertTrace,
     LowRankFeatureGate,
     MixtureModel,
@@ -121,18 +121,21 @@ class HoME(MixtureModel):
                 module.reset_parameters()  # after the xavier reset: gates start at 1
         self._names()
 
-    def _experts(self, input_dim: int, count: int) -> nn.ModuleList:
+    def _experts(self, input_dim: int, count: int, shared_input: bool = True) -> ExpertGroup:
         config = self.config
-        return nn.ModuleList(
-            ExpertMLP(input_dim, config.expert, config.expert_activation) for _ in range(count)
-        )
+        activation = config.expert_activation
+        return ExpertGroup(count, input_dim, config.expert, activation, shared_input)
 
     def _build_level1(self, v_dim: int) -> None:
         config, num_groups = self.config, len(self.groups)
         shared, per_group = config.num_shared_experts, config.num_group_experts
         hidden = config.gate_hidden_units
-        self.shared1 = self._experts(v_dim, shared)
-        self.group1 = nn.ModuleList(self._experts(v_dim, per_group) for _ in range(num_groups))
+        # with feature gates each level-1 expert sees its own gated input (B, k, D)
+        own_input = not config.feature_gate
+        self.shared1 = self._experts(v_dim, shared, own_input)
+        self.group1 = nn.ModuleList(
+            self._experts(v_dim, per_group, own_input) for _ in range(num_groups)
+        )
         count = shared + num_groups * per_group
         self.feature_gates = (
             nn.ModuleList(LowRankFeatureGate(v_dim, config.feature_gate_rank) for _ in range(count))
@@ -191,14 +194,16 @@ class HoME(MixtureModel):
         self, v: torch.Tensor, trace: ExpertTrace | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The meta representations: shared (B, H) and one per group (B, H)."""
-        experts = [*self.shared1, *(e for group in self.group1 for e in group.children())]
-        if self.feature_gates is not None:
-            gated = [e(v * gate(v)) for e, gate in zip(experts, self.feature_gates, strict=True)]
-            outputs = torch.stack(gated, dim=1)
-        else:
-            outputs = run_experts(experts, v)  # (B, S + G*K, H)
+        groups = [self.shared1, *self.group1]
         shared = self.config.num_shared_experts
         per_group = self.config.num_group_experts
+        if self.feature_gates is not None:  # each expert its own gated view of v
+            views = torch.stack([v * gate(v) for gate in self.feature_gates], dim=1)
+            bounds = [0, shared, *(shared + (g + 1) * per_group for g in range(len(self.group1)))]
+            parts = [e(views[:, a:b]) for e, a, b in zip(groups, bounds, bounds[1:], strict=False)]
+        else:
+            parts = [e(v) for e in groups]
+        outputs = torch.cat(parts, dim=1)  # (B, S + G*K, H)
         shared_out = outputs[:, :shared]
         shared_names, group_names = self.names1
         if trace is not None:

@@ -14,7 +14,14 @@ from torch import nn
 
 from finalmlp.batch import Batch
 from finalmlp.layout import FieldLayout
-from finalmlp.models.experts import ExpertTrace, MixtureModel, SoftmaxGate, mix, run_experts
+from finalmlp.models.experts import (
+    ExpertGroup,
+    ExpertTrace,
+    MixtureModel,
+    SoftmaxGate,
+    mix,
+    run_experts,
+)
 from finalmlp.models.layers import MLP, FeatureEmbedding, reset_linear_layers
 from finalmlp.schema import MMoEConfig
 
@@ -34,9 +41,7 @@ class MMoE(MixtureModel):
         self.num_tasks = num_tasks
         flat_dim = config.embedding_dim * layout.num_fields
         self.embedding = FeatureEmbedding(layout, config.embedding_dim)
-        self.experts = nn.ModuleList(
-            MLP.from_config(flat_dim, config.expert) for _ in range(config.num_experts)
-        )
+        self.experts = ExpertGroup(config.num_experts, flat_dim, config.expert)
         self.gates = nn.ModuleList(
             SoftmaxGate(flat_dim, config.num_experts, config.gate_hidden_units)
             for _ in range(num_tasks)

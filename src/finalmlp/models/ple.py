@@ -23,7 +23,14 @@ from torch import nn
 
 from finalmlp.batch import Batch
 from finalmlp.layout import FieldLayout
-from finalmlp.models.experts import ExpertTrace, MixtureModel, SoftmaxGate, mix, run_experts
+from finalmlp.models.experts import (
+    ExpertGroup,
+    ExpertTrace,
+    MixtureModel,
+    SoftmaxGate,
+    mix,
+    run_experts,
+)
 from finalmlp.models.layers import MLP, FeatureEmbedding, reset_linear_layers
 from finalmlp.schema import PLEConfig
 
@@ -40,12 +47,9 @@ class CGCLayer(nn.Module):
         super().__init__()
         per_task, shared = config.num_task_experts, config.num_shared_experts
         self.task_experts = nn.ModuleList(
-            nn.ModuleList(MLP.from_config(input_dim, config.expert) for _ in range(per_task))
-            for _ in range(num_tasks)
+            ExpertGroup(per_task, input_dim, config.expert) for _ in range(num_tasks)
         )
-        self.shared_experts = nn.ModuleList(
-            MLP.from_config(input_dim, config.expert) for _ in range(shared)
-        )
+        self.shared_experts = ExpertGroup(shared, input_dim, config.expert)
         hidden = config.gate_hidden_units
         self.task_gates = nn.ModuleList(
             SoftmaxGate(input_dim, per_task + shared, hidden) for _ in range(num_tasks)
