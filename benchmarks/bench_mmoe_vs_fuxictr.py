@@ -66,7 +66,7 @@ def encode(work: Path) -> Path:
                 "train": str(CENSUS.resolve()),
                 "cache_dir": str(work / "cache"),
             }
-        }  # fmt: skip
+        }
     )
     data = prepare_data(config.data)
     train = data.splits["train"]
@@ -111,8 +111,12 @@ def ours(data_path: Path, steps: int, threads: int) -> dict[str, Any]:
     torch.manual_seed(SETTINGS["seed"])
     num_tasks = data["label"].shape[1]
     model = build_model(layout, config, num_tasks)
-    train = TrainConfig(learning_rate=SETTINGS["learning_rate"], progress=False,
-                        embedding_l2=SETTINGS["embedding_l2"], batch_size=SETTINGS["batch_size"])  # fmt: skip
+    train = TrainConfig(
+        learning_rate=SETTINGS["learning_rate"],
+        embedding_l2=SETTINGS["embedding_l2"],
+        batch_size=SETTINGS["batch_size"],
+        progress=False,
+    )
     trainer = Trainer(model, train, tasks=[f"task{t}" for t in range(num_tasks)])
     model.train()
     order = np.random.default_rng(0).permutation(len(data["label"]))

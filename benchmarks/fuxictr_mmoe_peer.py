@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import resource
 import tempfile
 import time
@@ -125,7 +126,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = json.loads(open(args.settings).read())
+    settings = json.loads(Path(args.settings).read_text())
     data = dict(np.load(args.data))
     torch.manual_seed(settings["seed"])
     with tempfile.TemporaryDirectory() as workdir:
