@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 import resource
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -61,9 +61,7 @@ def evaluate(run_dir: Path) -> dict[str, Any]:
     run = load_run(run_dir)
     test = load_splits(run)["test"]
     labels = np.asarray(test.label)
-    probs, _ = served_probs(
-        run, predict_proba(run.model, test, run.config.train.eval_batch_size)
-    )
+    probs, _ = served_probs(run, predict_proba(run.model, test, run.config.train.eval_batch_size))
     out: dict[str, Any] = {"model": run.config.model.name, "seed": run.config.train.seed}
     for index, task in enumerate(run.tasks):
         keep = ~np.isnan(labels[:, index])
@@ -106,11 +104,14 @@ def tables(results: list[dict[str, Any]], label: dict[str, str]) -> str:
             if task not in runs[0]:
                 continue
             aucs = [r[task]["auc"] for r in runs]
-            rows.append((
-                -statistics.mean(aucs), f"| {model} | {label[setting]} | {mean_std(aucs)} | "
-                f"{mean_std([r[task]['logloss'] for r in runs])} | "
-                f"{mean_std([r[task]['ece'] for r in runs])} | {len(runs)} |",
-            ))
+            rows.append(
+                (
+                    -statistics.mean(aucs),
+                    f"| {model} | {label[setting]} | {mean_std(aucs)} | "
+                    f"{mean_std([r[task]['logloss'] for r in runs])} | "
+                    f"{mean_std([r[task]['ece'] for r in runs])} | {len(runs)} |",
+                )
+            )
         lines += [row for _, row in sorted(rows)]
     experts = [(k, v) for k, v in groups.items() if "experts" in v[0]]
     if experts:
@@ -133,7 +134,8 @@ def tables(results: list[dict[str, Any]], label: dict[str, str]) -> str:
             dead = [r["experts"]["dead_fraction_mean"] for r in runs]
             worst = [r["experts"]["dead_fraction_max"] for r in runs]
             lines.append(
-                f"| {model} | {runs[0]['experts']['experts']} | " + " | ".join(cells)
+                f"| {model} | {runs[0]['experts']['experts']} | "
+                + " | ".join(cells)
                 + f" | {statistics.mean(dead):.3f} / {max(worst):.3f} |"
             )
     return "\n".join(lines) + "\n"
