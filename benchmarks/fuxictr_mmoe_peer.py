@@ -54,7 +54,9 @@ class FuxiMMoE(MultiTaskModel):
         flat_dim = dim * feature_map.num_fields
         self.embedding_layer = FeatureEmbedding(feature_map, dim)
 
-        def block(input_dim: int, hidden: list[int], output_dim: int | None = None) -> nn.Module:
+        def block(
+            input_dim: int, hidden: list[int], output_dim: int | None = None, norm: bool = False
+        ) -> nn.Module:
             return MLP_Block(
                 input_dim=input_dim,
                 hidden_units=hidden,
@@ -62,12 +64,13 @@ class FuxiMMoE(MultiTaskModel):
                 hidden_activations="ReLU",
                 output_activation=None,
                 dropout_rates=0,
-                batch_norm=False,
+                batch_norm=norm,
             )
 
         experts = settings["expert_hidden_units"]
         self.experts = nn.ModuleList(
-            block(flat_dim, experts) for _ in range(settings["num_experts"])
+            block(flat_dim, experts, norm=settings.get("expert_batch_norm", False))
+            for _ in range(settings["num_experts"])
         )
         self.gates = nn.ModuleList(
             block(flat_dim, settings["gate_hidden_units"], settings["num_experts"])
