@@ -407,11 +407,13 @@ def _register_commands() -> None:
     from finalmlp.cli.bench import bench
     from finalmlp.cli.calibrate import calibrate
     from finalmlp.cli.report import report
+    from finalmlp.cli.select import select
     from finalmlp.cli.tune import tune
 
     app.command(name="bench")(user_errors(bench))
     app.command(name="calibrate")(user_errors(calibrate))
     app.command(name="report")(user_errors(report))
+    app.command(name="select")(user_errors(select))
     app.command(name="tune")(user_errors(tune))
 
 

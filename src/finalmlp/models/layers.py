@@ -8,7 +8,7 @@ xavier-normal with zero biases.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -85,6 +85,9 @@ class FeatureEmbedding(nn.Module):
         # rows a training batch looks up are kept for their L2 penalty (batch_l2).
         self.track_ids = False
         self._batch_ids: list[torch.Tensor] = []
+        # Set by finalmlp.select during a feature-set search: ids (..., ) -> gates (..., 1)
+        # that scale the looked-up rows (None: no gate).
+        self.row_gate: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -116,11 +119,13 @@ class FeatureEmbedding(nn.Module):
         if self.track_ids and self.training:
             self._batch_ids.append(ids.reshape(-1))
         if self.table.sparse:
-            return self.table(ids)  # sparse gradient
-        # The same rows as self.table(ids); index_select's backward (an index_add) is about
-        # twice as fast on CPU as the embedding backward, which sorts the ids first.
-        flat = torch.index_select(self.table.weight, 0, ids.reshape(-1))
-        return flat.view(*ids.shape, self.embedding_dim)
+            rows = self.table(ids)  # sparse gradient
+        else:
+            # The same rows as self.table(ids); index_select's backward (an index_add) is
+            # about twice as fast on CPU as the embedding backward, which sorts the ids first.
+            flat = torch.index_select(self.table.weight, 0, ids.reshape(-1))
+            rows = flat.view(*ids.shape, self.embedding_dim)
+        return rows if self.row_gate is None else rows * self.row_gate(ids)
 
     def batch_l2(self) -> torch.Tensor:
         """``||w_r||^2`` summed over the distinct rows looked up since the last call (training

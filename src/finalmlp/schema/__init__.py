@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
+from finalmlp.schema.select import SelectConfig
 from finalmlp.schema.models import (
     AutoIntConfig,
     DCNConfig,
@@ -513,6 +514,7 @@ class ExperimentConfig(StrictModel):
     data: DataConfig
     model: ModelConfig = FinalMLPConfig()
     train: TrainConfig = TrainConfig()
+    select: SelectConfig | None = None  # finalmlp select (OptFS); unused by train
 
     @field_validator("model")
     @classmethod
@@ -603,6 +605,7 @@ __all__ = [
     "MonitorMetric",
     "NumericFeature",
     "PLEConfig",
+    "SelectConfig",
     "SequenceFeature",
     "ShareBottomConfig",
     "SplitName",

@@ -15,6 +15,7 @@ from finalmlp.calibration import Calibration, fit_calibration
 from finalmlp.data.dataset import EncodedSplit, PreparedData, prepare_data
 from finalmlp.errors import ConfigError, DataError
 from finalmlp.models import build_model
+from finalmlp.models.base import CTRModel
 from finalmlp.schema import DataConfig, ExperimentConfig
 from finalmlp.train.checkpoint import CheckpointStore
 from finalmlp.train.distributed import (
@@ -55,6 +56,7 @@ def train_from_config(
     *,
     on_validation: ValidationHook | None = None,
     prepared: PreparedData | None = None,
+    init: Callable[[CTRModel], object] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate; write the run directory to ``out`` when given. Returns the metrics.
 
@@ -67,6 +69,7 @@ def train_from_config(
 
     ``on_validation`` is called after every validation (``finalmlp tune`` prunes there);
     ``prepared`` is data already prepared for ``config.data`` (the tuner's trials share it).
+    ``init`` sets the freshly built model's starting weights (``finalmlp select`` rewinds).
     """
     if out is not None:
         check_run_target(Path(out))  # before spending the training time
@@ -76,7 +79,7 @@ def train_from_config(
     context = init_distributed(device, config.train.distributed_timeout_s)
     try:
         device = process_device(device, context)
-        return _train(config, out, device, context, resume, on_validation, prepared)
+        return _train(config, out, device, context, resume, on_validation, prepared, init)
     finally:
         cleanup(context)
 
@@ -89,6 +92,7 @@ def _train(
     resume: bool,
     on_validation: ValidationHook | None = None,
     prepared: PreparedData | None = None,
+    init: Callable[[CTRModel], object] | None = None,
 ) -> dict[str, Any]:
     data = prepared if prepared is not None else _prepare(config.data, context)
     rows = data.rows
@@ -100,7 +104,10 @@ def _train(
     )
     tasks = config.data.tasks
     seed_everything(config.train.seed)
-    model = build_model(data.processor.layout, config.model, len(tasks)).to(device)
+    model = build_model(data.processor.layout, config.model, len(tasks))
+    if init is not None:
+        init(model)
+    model = model.to(device)
     num_parameters = sum(p.numel() for p in model.parameters())
     where = f"{context.world_size} processes ({context.backend})" if context.enabled else device
     log(f"model: {config.model.name}, {num_parameters:,} parameters, on {where}")
