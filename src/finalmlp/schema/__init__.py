@@ -27,7 +27,6 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
-from finalmlp.schema.select import SelectConfig
 from finalmlp.schema.models import (
     AutoIntConfig,
     DCNConfig,
@@ -50,6 +49,7 @@ from finalmlp.schema.models import (
     XDeepFMConfig,
     resolve_task_groups,
 )
+from finalmlp.schema.select import SelectConfig
 
 
 # ----------------------------------------------------------------------------- features
