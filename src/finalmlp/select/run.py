@@ -164,13 +164,25 @@ def select_from_config(
         "reinitialised": transfer.get("reinitialised", []),
     }
     atomic_write_text(out / SELECTION_FILE, json.dumps(json_safe(report), indent=2))
-    text = yaml.safe_dump(chosen.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(config_text(chosen), sort_keys=False, allow_unicode=True)
     header = (
         f"# finalmlp select ({settings.level} level): the config with the "
         f"{len(selection.dropped_fields)} dropped field(s) removed.\n"
     )
     atomic_write_text(out / SELECTED_CONFIG, header + text)
     return report
+
+
+def config_text(config: ExperimentConfig) -> dict[str, Any]:
+    """The config as YAML-ready data, without the keys left at their defaults (the feature
+    types and the model name are kept: they say which kind each one is)."""
+    raw = config.model_dump(mode="json", exclude_defaults=True)
+    raw["data"]["features"] = [
+        {**f.model_dump(mode="json", exclude_defaults=True), "type": f.type}
+        for f in config.data.features
+    ]
+    raw["model"] = {"name": config.model.name, **raw.get("model", {})}
+    return raw
 
 
 def _check_gateable(config: ExperimentConfig, layout: Any) -> None:
