@@ -238,8 +238,8 @@ def test_census_income_field_selection(shared_data: Path, tmp_path: Path) -> Non
             "epochs": 3,
             "final_temperature": 50,
             "mask_learning_rate": 0.05,
-            "budget_searches": 3,
-            "budget_tolerance": 0.1,
+            "budget_searches": 6,
+            "budget_tolerance": 0.15,
         },
     }
     path = tmp_path / "census.yaml"

@@ -63,7 +63,7 @@ def select_settings(
         update["level"] = level
     if keep_fraction is not None:
         update["keep_fraction"] = keep_fraction
-    settings = SelectConfig.model_validate({**base.model_dump(), **update})
+    settings = SelectConfig.model_validate({**base.model_dump(exclude_unset=True), **update})
     names = config.data.feature_names
     unknown = [f for f in settings.keep_fields if f not in names]
     if unknown:

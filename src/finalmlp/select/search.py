@@ -20,6 +20,9 @@ from finalmlp.train.records import Validation
 from finalmlp.train.trainer import Trainer
 
 Log = Callable[..., object]
+# Where a budget's bisection starts when the config sets no sparsity: the paper's lambdas
+# (1e-9 .. 1e-8) are for millions of values; on small vocabularies they keep everything.
+BUDGET_START = 1e-4
 
 
 @dataclass
@@ -122,15 +125,17 @@ def search_with_budget(
 ) -> tuple[SearchResult, list[dict[str, float]]]:
     """Without a budget, one search at ``select.sparsity``. With ``select.keep_fraction``:
     searches at sparsities chosen by bisection on a log scale (bracketing by factors of 100
-    from ``select.sparsity`` first) until one keeps within ``budget_tolerance`` of the
-    budget or ``budget_searches`` are spent; the closest search wins."""
+    from ``select.sparsity`` when the config sets it, else from BUDGET_START) until one keeps
+    within ``budget_tolerance`` of the budget or ``budget_searches`` are spent; the closest
+    search wins."""
     target = select.keep_fraction
     if target is None:
         result = run_search(config, data, select, select.sparsity, device, log)
         return result, [{"sparsity": result.sparsity, "fraction": result.fraction}]
     tried: list[SearchResult] = []
     low = high = None  # log10 sparsity keeping too much / too little
-    guess = math.log10(max(select.sparsity, 1e-12))
+    start = select.sparsity if "sparsity" in select.model_fields_set else BUDGET_START
+    guess = math.log10(max(start, 1e-12))
     for _ in range(select.budget_searches):
         result = run_search(config, data, select, 10.0**guess, device, log)
         tried.append(result)
