@@ -106,7 +106,8 @@ def test_value_level_end_to_end_predict_evaluate_serve(noisy: Path, tmp_path: Pa
     run = load_run(out)
     for name in SIGNAL:
         assert run.processor.tables_[name].size == rows[name]["kept"] + 2
-    assert (out / "report.html").is_file()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Feature selection" in page and 'alt="kept fraction per field"' in page
     # scored from the raw file (its dropped columns are ignored), and evaluated
     scores = tmp_path / "scores.csv"
     predicted = CliRunner().invoke(

@@ -22,6 +22,7 @@ from finalmlp.report import sections
 from finalmlp.report.gates import mean_gates
 from finalmlp.report.html import Section, render_html
 from finalmlp.report.importance import permutation_importance
+from finalmlp.report.selection import selection_section
 
 REPORT_FILE = "report.html"
 VALID_MAX_ROWS = 20_000  # importance and gates on at most this many validation rows
@@ -86,6 +87,7 @@ def build_sections(run: Run, splits: dict[str, EncodedSplit]) -> list[Section]:
         run.model, valid, layout, batch_size=batch_size, seed=VALID_SEED
     )
     built.append(sections.importance_section(layout, importances, valid.num_rows, VALID_SEED))
+    built.append(selection_section(run.path))
     return [section for section in built if section is not None]
 
 
