@@ -94,8 +94,8 @@ def main() -> None:
         for metric in ("auc", "logloss"):
             print(
                 f"| {split} {metric} | "
-                f"{mean_std(col(lambda r: r['metrics']['full'][split][metric]))} | "
-                f"{mean_std(col(lambda r: r['metrics']['selected'][split][metric]))} |"
+                f"{mean_std([r['metrics']['full'][split][metric] for r in reports])} | "
+                f"{mean_std([r['metrics']['selected'][split][metric] for r in reports])} |"
             )
     print(f"| test ECE | | {mean_std(col(lambda r: r['selected_test_ece']))} |")
     print(f"| test base-rate logloss | {mean_std(col(lambda r: r['test_base_rate_logloss']))} | |")
