@@ -41,7 +41,7 @@ ENDPOINTS = ("/v1/predict", "/v1/feedback", "/v1/admin/reload")
 ODD_VALUES: list[Any] = [
     None, True, 0, -1, 1e308, -1e308, 10**40, "", " ", "NaN", "inf", "\u0000", "x" * 5000,
     "\ud83d\ude00", [], {}, [1, [2, [3]]], {"a": {"b": {"c": 1}}}, 3.5, "1005", "Peru",
-    1e21, -3e20, "3e38", 3e38, 10**400, "x" * 200_000,
+    1e21, -3e20, "3e38", 3e38, 10**400,
 ]  # fmt: skip
 
 

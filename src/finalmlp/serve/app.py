@@ -305,8 +305,9 @@ async def ab_report(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.post("/v1/admin/reload", dependencies=ProtectedPost)
-async def admin_reload(service: ServiceDep) -> dict[str, Any]:
+async def admin_reload(request: Request, service: ServiceDep) -> dict[str, Any]:
     """Load every arm's bundle again from its directory and swap the models atomically."""
+    await read_body(request, service.settings.max_body_bytes)  # unused, but checked as all are
     try:
         return {"arms": await service.reload()}
     except FinalMLPError as exc:
