@@ -131,6 +131,15 @@ def train(
             from finalmlp.tune.tracking import log_training_run
 
             log_training_run(cfg, metrics, out_dir)
+        _warn_probabilities(metrics)
+
+
+def _warn_probabilities(metrics: dict[str, Any]) -> None:
+    """The last lines of `train`: loud when the probabilities are not usable as such."""
+    from finalmlp.train.probability import probability_problems
+
+    for line in probability_problems(metrics):
+        err.print(f"[bold red]WARNING:[/bold red] {escape(line)}", soft_wrap=True)
 
 
 def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:

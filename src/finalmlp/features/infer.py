@@ -221,12 +221,16 @@ def render_yaml(
     for column, column_stat in stats.items():
         if column not in used:
             lines.append("  " + _comment(_describe(f"dropped {column}", column_stat)))
-    skeleton = {
+    lines.append(_dump(config_skeleton(), ""))
+    return "\n".join(lines) + "\n"
+
+
+def config_skeleton() -> dict[str, Any]:
+    """The ``model:`` and ``train:`` sections proposed beside an inferred ``data:``."""
+    return {
         "model": {"name": "finalmlp", "embedding_dim": 10},
         "train": {"batch_size": 4096, "learning_rate": 1.0e-3, "patience": 2},
     }
-    lines.append(_dump(skeleton, ""))
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- reading

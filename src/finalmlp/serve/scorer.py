@@ -83,6 +83,10 @@ class Scorer:
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Probabilities (N, T) float64 for raw records, in order."""
+        return self.score_frame(self.records_frame(records))
+
+    def records_frame(self, records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+        """The input columns of raw records, checked and cleaned (RecordError otherwise)."""
         columns: dict[str, list[Any]] = {f.name: [] for f in self.fields}
         for index, record in enumerate(records):
             self._check_record(index, record)
@@ -93,7 +97,7 @@ class Scorer:
              for name, values in columns.items()},
             height=len(records),
         )  # fmt: skip
-        return self.score_frame(frame)
+        return frame
 
     def score_frame(self, frame: pl.DataFrame) -> np.ndarray:
         """Probabilities (N, T) for a frame holding the raw input columns."""
