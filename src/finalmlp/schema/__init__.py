@@ -505,8 +505,14 @@ class TrainConfig(StrictModel):
     distributed_timeout_s: float = Field(1800.0, gt=0)
     progress: bool = True
     # Post-hoc calibration fitted on the validation split after training, stored in the run
-    # (calibration.json) and applied wherever it scores (see finalmlp.calibration).
-    calibration: Literal["none", "platt", "isotonic"] = "none"
+    # (calibration.json) and applied wherever it scores (see finalmlp.calibration). Platt by
+    # default: measured in docs/reliability.md (issue 16), it turns probabilities worse than
+    # the base rate into usable ones and leaves AUC as it is.
+    calibration: Literal["none", "platt", "isotonic"] = "platt"
+    # Keep as the best checkpoint one whose validation logloss beats predicting the training
+    # click rate for every row, whenever one does (see finalmlp.train.probability). Off by
+    # default: measured in docs/reliability.md, it changed no pick once Platt is on.
+    keep_better_than_base_rate: bool = False
 
 
 class ExperimentConfig(StrictModel):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from finalmlp.data.split import LabelCounts, as_label_matrix
 from finalmlp.metrics import as_task_matrix, expected_calibration_error, log_loss
 
 ECE_MIN_LIMIT = 0.01
@@ -40,6 +41,21 @@ def base_rate_logloss(labels: np.ndarray, rate: float) -> float:
     p = float(np.clip(rate, EPS, 1 - EPS))
     positives = float(np.mean(labels))
     return float(-(positives * np.log(p) + (1 - positives) * np.log(1 - p)))
+
+
+def split_base_rate_logloss(
+    counts: LabelCounts | None, labels: np.ndarray | None
+) -> list[float] | None:
+    """Per task: the logloss on ``labels`` (N, T; NaN: unlabelled) of predicting the positive
+    rate of ``counts`` (the training split's); None without counts or labels."""
+    matrix = as_label_matrix(labels)
+    if counts is None or matrix is None:
+        return None
+    out = []
+    for t, (labelled, positives) in enumerate(zip(counts.labelled, counts.positives, strict=True)):
+        known = matrix[~np.isnan(matrix[:, t]), t]
+        out.append(base_rate_logloss(known, positives / max(labelled, 1)) if len(known) else 0.0)
+    return out
 
 
 def ece_limit(rate: float) -> float:
@@ -101,20 +117,25 @@ def probability_problems(metrics: dict[str, Any]) -> list[str]:
         return []
     lines = []
     several = len(check["tasks"]) > 1
+    if check.get("scores", "model") == "model":
+        fix = "set train.calibration: platt (fitted on the validation split)"
+    else:
+        fix = (
+            "the model learned little: try a smaller train.batch_size (more steps per epoch), "
+            "more training rows, or `finalmlp tune`"
+        )
     for name, entry in check["tasks"].items():
         task = f" (task {name})" if several else ""
         if entry["worse_than_base_rate"]:
             lines.append(
-                f"validation logloss {entry['logloss']:.4f}{task} is worse than predicting the "
-                f"base rate {entry['base_rate']:.4g} for every row "
-                f"({entry['base_rate_logloss']:.4f}): "
-                "these probabilities must not be used as click rates. Try train.calibration: "
-                "platt, or a lower learning rate / fewer epochs"
+                f"validation logloss {entry['logloss']:.4f}{task} is no better than predicting "
+                f"the base rate {entry['base_rate']:.4g} for every row "
+                f"({entry['base_rate_logloss']:.4f}): these probabilities must not be used as "
+                f"click rates; {fix}"
             )
         if entry["high_ece"]:
             lines.append(
                 f"validation ECE {entry['ece']:.4f}{task} is above {entry['ece_limit']:.4f}: "
-                "predicted probabilities are far from the observed click rates. Try "
-                "train.calibration: platt (or isotonic)"
+                f"predicted probabilities are far from the observed click rates; {fix}"
             )
     return lines
