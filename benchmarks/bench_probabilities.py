@@ -206,6 +206,34 @@ def measure(config: dict[str, Any], out: Path) -> dict[str, Any]:
     return record
 
 
+def table(path: Path) -> str:
+    """The markdown table of a results file: per set and variant, mean ± std over seeds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        groups.setdefault((record["set"], record["variant"]), []).append(record)
+    rows = [
+        "| set | variant | seeds | test AUC | test logloss | test ECE | base-rate logloss "
+        "| epochs (best) | flagged |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(values: list[float]) -> str:
+        return f"{np.mean(values):.4f}" + (f" ± {np.std(values):.4f}" if len(values) > 1 else "")
+
+    for (name, variant), records in groups.items():
+        test = [r["test"] for r in records]
+        flagged = sum(r["valid_check"]["flagged"] for r in records)
+        rows.append(
+            f"| {name} | {variant} | {len(records)} | {cell([t['auc'] for t in test])} "
+            f"| {cell([t['logloss'] for t in test])} | {cell([t['ece'] for t in test])} "
+            f"| {np.mean([r['test_base_rate_logloss'] for r in records]):.4f} "
+            f"| {np.mean([r['epochs'] for r in records]):.1f} "
+            f"({np.mean([r['best_epoch'] for r in records]):.1f}) | {flagged}/{len(records)} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="frappe_low,census_low,criteo_small,frappe_10k")
@@ -213,7 +241,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="2021")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_probabilities"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/probabilities.jsonl")
+    parser.add_argument("--table", action="store_true", help="print --out as a table, run none")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
     sets = make_sets(args.work)
     for name in args.sets.split(","):
         for variant in args.variants.split(","):

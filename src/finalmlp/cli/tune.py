@@ -31,6 +31,13 @@ def tune(
         bool,
         typer.Option("--mlflow", help="Log each trial to MLflow (needs: pip install mlflow)."),
     ] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="With a data config instead of a tune file: search the built-in space over "
+            "LR, DNN, DeepFM, DCNv2 and FinalMLP for this long (10m, 90s, 1h)."
+        ),
+    ] = None,
 ) -> None:
     """Search hyperparameters with Optuna: TPE sampling, median pruning on the validation
     metric after each epoch, the base config as trial 0 (the default to beat).
@@ -59,6 +66,10 @@ def tune(
     """
     from finalmlp.cli.console import err
     from finalmlp.tune import run_tune
+
+    if budget is not None:
+        _auto(config, out_dir, budget)
+        return
     from finalmlp.tune.tracking import MlflowTracker, require_mlflow
 
     if use_mlflow:
@@ -70,6 +81,29 @@ def tune(
         err.print(f"[yellow]interrupted[/yellow]: rerun the same command to resume {out_dir}")
         raise typer.Exit(130) from None
     print_summary(result)
+
+
+def _auto(config: Path, out_dir: Path, budget: str) -> None:
+    """``--budget``: the built-in search (finalmlp.tune.auto), then the best and its files."""
+    from finalmlp.cli.console import err, out
+    from finalmlp.tune.auto import auto_tune, parse_budget
+
+    seconds = parse_budget(budget)
+    result = auto_tune(config, out_dir, seconds, log=lambda line: err.print(line, markup=False))
+    done = sum(r["state"] == "COMPLETE" for r in result.trials)
+    out.print(f"{len(result.trials)} trials ({done} finished) in {result.seconds:.0f} s")
+    best = result.best
+    if best is None:
+        out.print("no trial finished within the budget: give a larger --budget")
+        return
+    out.print(
+        f"best: trial {best['trial']}, {best['model']}: valid AUC {best['valid_auc']:.4f} "
+        f"logloss {best['valid_logloss']:.4f}, test AUC {best['test_auc']:.4f} "
+        f"logloss {best['test_logloss']:.4f}",
+        markup=False,
+    )
+    out.print(f"its run: {result.best_run}; its config: {result.best_yaml}", markup=False)
+    out.print(f"train it again: finalmlp train {result.best_yaml}", markup=False)
 
 
 def print_summary(result: TuneResult) -> None:

@@ -22,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
 from finalmlp.schema.models import (
+    MODEL_TRAIN_DEFAULTS,
     AutoIntConfig,
     DCNConfig,
     DCNv2Config,
@@ -519,6 +520,26 @@ class ExperimentConfig(StrictModel):
     data: DataConfig
     model: ModelConfig = FinalMLPConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_train_defaults(cls, raw: Any) -> Any:
+        """The model's own training defaults (MODEL_TRAIN_DEFAULTS) for every key ``train:``
+        does not set: switching ``model.name`` switches them too, a set key always wins."""
+        if not isinstance(raw, Mapping):
+            return raw
+        model = raw.get("model")
+        name = model.get("name") if isinstance(model, Mapping) else getattr(model, "name", None)
+        defaults = MODEL_TRAIN_DEFAULTS.get(name if model is not None else "finalmlp")
+        if defaults is None:
+            return raw  # an unknown model: its validation says so
+        train = raw.get("train", {})
+        if isinstance(train, TrainConfig):
+            missing = {k: v for k, v in defaults.items() if k not in train.model_fields_set}
+            return {**raw, "train": train.model_copy(update=missing)}
+        if isinstance(train, Mapping):
+            return {**raw, "train": {**defaults, **train}}
+        return raw
 
     @field_validator("model")
     @classmethod
