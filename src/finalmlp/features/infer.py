@@ -39,6 +39,9 @@ MAX_CATEGORICAL_DISTINCT = 20  # numbers with this few distinct values are categ
 SEQUENCE_FRACTION = 0.2  # share of values that must hold the separator
 SKEW_RATIO = 100.0  # max > 100 x median: heavy tail, propose a log transform
 EVEN_SPREAD_RATIO = 10.0  # max <= 10 x median: integers spread evenly, like ids
+# The 21 smallest distinct integers of a quantity (counts, ages) are nearly consecutive: 0, 1,
+# 2... Codes skip: 33, 35, 39, 161... Over CODE_GAP_RATIO x as wide as their count: codes.
+CODE_GAP_RATIO = 3.0
 HASH_SUGGEST_DISTINCT = 1_000_000
 HASH_BUCKETS = 2**20
 MIN_ROWS_FOR_UNIQUE = 20  # below this a column of distinct values is not evidence of a row id
@@ -118,6 +121,8 @@ def infer_schema(
     separator: str | None = None,
     sample_rows: int = 200_000,
     field_map: Path | None = None,
+    valid: Path | None = None,
+    test: Path | None = None,
 ) -> InferredSchema:
     """Read the head of a CSV/TSV/Parquet/libsvm/libFFM file and propose a data config with
     column stats (for libsvm see :mod:`finalmlp.features.infer_libsvm`).
@@ -131,6 +136,9 @@ def infer_schema(
         separator: field separator of a text file; sniffed from the first lines when None.
         sample_rows: how many rows to read.
         field_map: libsvm only: the JSON or featindex.txt file naming each index's field.
+        valid, test: the validation and test files (CSV/TSV/Parquet): read as train is (each
+            file's header detected), their rows join the sample the columns are typed from,
+            and the data section names them. A file whose columns differ is a DataError.
 
     Raises:
         DataError: the file is missing, empty or unreadable.
@@ -148,6 +156,8 @@ def infer_schema(
             path, fmt=sparse, field_map=field_map, label=label, sample_rows=sample_rows
         )
     frame, layout = _read_sample(path, fmt, has_header, separator, sample_rows)
+    others = _read_others(path, frame, layout, {"valid": valid, "test": test}, sample_rows)
+    frame = pl.concat([frame, *others.values()]) if others else frame
     stats = column_stats(frame)
     label_column, label_note = _choose_label(path, frame, label)
     stats[label_column]["note"] = label_note
@@ -165,6 +175,10 @@ def infer_schema(
             f"its columns are {frame.columns}"
         )
     data = _data_section(path, layout, frame.columns, label_column, features)
+    if others:
+        data = _with_splits(
+            data, {name: Path(p) for name, p in (("valid", valid), ("test", test)) if p}
+        )
     notes = (*_sample_notes(path, frame, sample_rows), *layout.notes)
     notes += _criteo_note(layout, frame, label_column)
     return InferredSchema(data=data, stats=stats, notes=notes)
@@ -259,6 +273,45 @@ def _read_sample(
     if frame.height == 0:
         raise DataError(f"{path} has no data rows")
     return frame, layout
+
+
+def _read_others(
+    train: Path,
+    frame: pl.DataFrame,
+    layout: _Layout,
+    files: dict[str, Path | None],
+    rows: int,
+) -> dict[str, pl.DataFrame]:
+    """The valid/test samples, read with train's format and separator (their header detected),
+    with train's column names; DataError when a file has other columns."""
+    out = {}
+    for split, file in files.items():
+        if file is None:
+            continue
+        fmt = layout.fmt if layout.fmt in ("csv", "tsv", "parquet") else None
+        other, other_layout = _read_sample(Path(file), fmt, None, layout.separator, rows)
+        names = list(other.columns)
+        if layout.fmt != "parquet" and not other_layout.has_header:
+            names = list(frame.columns)[: other.width]
+        if other.width != frame.width or (other_layout.has_header and names != frame.columns):
+            raise DataError(
+                f"the {split} file {file} has columns {list(other.columns)[:50]}, the train "
+                f"file {train} {frame.columns[:50]}; give files of the same columns"
+            )
+        out[split] = other.rename(dict(zip(other.columns, frame.columns, strict=True)))
+    return out
+
+
+def _with_splits(data: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
+    """The data section with valid/test files after train (header detected per file)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out[key] = value
+        if key == "train":
+            out.update({split: str(p.resolve()) for split, p in files.items()})
+    if "has_header" in out:
+        out["has_header"] = "auto"  # per file: a header in one and not another is fine
+    return out
 
 
 def _detect_layout(path: Path, fmt: str | None, separator: str | None) -> _Layout:
@@ -452,6 +505,14 @@ def _categorical_number_reason(name: str, text: pl.Series, numbers: pl.Series) -
         return "integers too large for float64: ids"
     if low >= 0 and median > 0 and high <= EVEN_SPREAD_RATIO * median:
         return f"integers spread evenly over {low:.0f}..{high:.0f} (no heavy tail): like ids"
+    smallest = numbers.unique().sort().head(MAX_CATEGORICAL_DISTINCT + 1)
+    span = float(smallest[-1] - smallest[0]) + 1
+    if span > CODE_GAP_RATIO * smallest.len():
+        shown = ", ".join(f"{v:.0f}" for v in smallest.head(4))
+        return (
+            f"integers with gaps even among the smallest values ({shown}, ...): codes, such "
+            "as ad-slot ids, not quantities"
+        )
     return None
 
 
