@@ -287,22 +287,21 @@ def _caller_level() -> int:
 def infer_config(
     path: str | os.PathLike[str], *, label: str | None = None, **options: Any
 ) -> dict[str, Any]:
-    """Propose a whole config (``data``, ``model``, ``train``) for a data file, as
-    ``finalmlp schema infer`` does; review it, then pass it to :func:`train`.
+    """Propose a whole config (``data``, ``model``, ``train``, sized to the data) for a data
+    file, as ``finalmlp schema infer`` does; review it, then pass it to :func:`train`.
 
     Args:
         path: a CSV/TSV/Parquet/libsvm/libFFM file.
         label: the label column (guessed when None).
         options: more of :func:`finalmlp.features.infer.infer_schema`'s arguments (``fmt``,
-            ``has_header``, ``separator``, ``sample_rows``, ``field_map``).
+            ``has_header``, ``separator``, ``sample_rows``, ``field_map``, ``valid``, ``test``).
 
     Raises:
         DataError, SchemaError: the file cannot be read, or has no label or feature column.
     """
-    from finalmlp.features.infer import config_skeleton, infer_schema
+    from finalmlp.features.infer import infer_schema
 
-    inferred = infer_schema(Path(path), label=label, **options)
-    return {"data": inferred.data, **config_skeleton()}
+    return infer_schema(Path(path), label=label, **options).config()
 
 
 def synthetic_data(num_rows: int = 10_000, *, seed: int = 2023, **options: Any) -> pl.DataFrame:

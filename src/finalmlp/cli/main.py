@@ -369,13 +369,27 @@ def schema_infer(
         Path | None,
         typer.Option(help="libsvm: JSON or featindex.txt naming each index's field."),
     ] = None,
+    valid: Annotated[
+        Path | None, typer.Option(help="Validation file: read too, and named in the config.")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option(help="Test file: read too, and named in the config.")
+    ] = None,
 ) -> None:
-    """Propose a YAML config (feature types, cardinalities) from a data file."""
+    """Propose a whole YAML config from a data file (and its valid/test files): feature types
+    and cardinalities, and a model and training settings sized to the number of rows."""
     from finalmlp.features.infer import infer_schema
     from finalmlp.io import atomic_write_text
 
     inferred = infer_schema(
-        file, label=label, fmt=fmt, has_header=header, separator=separator, field_map=field_map
+        file,
+        label=label,
+        fmt=fmt,
+        has_header=header,
+        separator=separator,
+        field_map=field_map,
+        valid=valid,
+        test=test,
     )
     text = inferred.to_yaml()
     if output is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ EVEN_SPREAD_RATIO = 10.0  # max <= 10 x median: integers spread evenly, like ids
 # The 21 smallest distinct integers of a quantity (counts, ages) are nearly consecutive: 0, 1,
 # 2... Codes skip: 33, 35, 39, 161... Over CODE_GAP_RATIO x as wide as their count: codes.
 CODE_GAP_RATIO = 3.0
+SMALL_ROWS = 50_000  # fewer training rows: a smaller model is proposed
+LARGE_ROWS = 1_000_000  # more: a lighter embedding L2
 HASH_SUGGEST_DISTINCT = 1_000_000
 HASH_BUCKETS = 2**20
 MIN_ROWS_FOR_UNIQUE = 20  # below this a column of distinct values is not evidence of a row id
@@ -67,10 +69,17 @@ class InferredSchema:
     data: dict[str, Any]
     stats: dict[str, dict[str, Any]]
     notes: tuple[str, ...] = ()
+    train_rows: int | None = None  # rows of the train file (None: unknown)
+
+    def config(self) -> dict[str, Any]:
+        """The whole proposed config: ``data``, and ``model``/``train`` sized to the data."""
+        return {"data": self.data, **config_skeleton(self.train_rows)}
 
     def to_yaml(self) -> str:
         """The commented YAML config for a user to review."""
-        return render_yaml(self.data, self.stats, notes=self.notes)
+        return render_yaml(
+            self.data, self.stats, notes=self.notes, skeleton=config_skeleton(self.train_rows)
+        )
 
 
 @dataclass(frozen=True)
@@ -152,11 +161,17 @@ def infer_schema(
 
     sparse = sparse_format(path, fmt)
     if sparse is not None:
-        return infer_sparse_schema(
+        inferred = infer_sparse_schema(
             path, fmt=sparse, field_map=field_map, label=label, sample_rows=sample_rows
         )
+        splits = {name: Path(p) for name, p in (("valid", valid), ("test", test)) if p}
+        return replace(inferred, data=_with_splits(inferred.data, splits))
     frame, layout = _read_sample(path, fmt, has_header, separator, sample_rows)
     others = _read_others(path, frame, layout, {"valid": valid, "test": test}, sample_rows)
+    notes = (*_sample_notes(path, frame, sample_rows), *layout.notes)
+    notes += tuple(
+        f"{o.height:,} rows of the {name} file typed with them" for name, o in others.items()
+    )
     frame = pl.concat([frame, *others.values()]) if others else frame
     stats = column_stats(frame)
     label_column, label_note = _choose_label(path, frame, label)
@@ -179,9 +194,11 @@ def infer_schema(
         data = _with_splits(
             data, {name: Path(p) for name, p in (("valid", valid), ("test", test)) if p}
         )
-    notes = (*_sample_notes(path, frame, sample_rows), *layout.notes)
     notes += _criteo_note(layout, frame, label_column)
-    return InferredSchema(data=data, stats=stats, notes=notes)
+    rows = frame.height - sum(o.height for o in others.values())
+    if rows >= sample_rows:
+        rows = count_rows(path, layout.fmt, layout.has_header)
+    return InferredSchema(data=data, stats=stats, notes=notes, train_rows=rows)
 
 
 def column_stats(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
@@ -206,6 +223,7 @@ def render_yaml(
     stats: dict[str, dict[str, Any]] | None = None,
     *,
     notes: Sequence[str] = (),
+    skeleton: dict[str, Any] | None = None,
 ) -> str:
     """YAML text for a whole config: ``data:`` as given plus a ``model:``/``train:`` skeleton.
 
@@ -235,16 +253,54 @@ def render_yaml(
     for column, column_stat in stats.items():
         if column not in used:
             lines.append("  " + _comment(_describe(f"dropped {column}", column_stat)))
-    lines.append(_dump(config_skeleton(), ""))
+    lines.append(_dump(skeleton or config_skeleton(), ""))
     return "\n".join(lines) + "\n"
 
 
-def config_skeleton() -> dict[str, Any]:
-    """The ``model:`` and ``train:`` sections proposed beside an inferred ``data:``."""
-    return {
-        "model": {"name": "finalmlp", "embedding_dim": 10},
-        "train": {"batch_size": 4096, "learning_rate": 1.0e-3, "patience": 2},
-    }
+def config_skeleton(train_rows: int | None = None) -> dict[str, Any]:
+    """The ``model:`` and ``train:`` sections proposed beside an inferred ``data:``, sized to
+    the training rows (None: unknown, the defaults).
+
+    - ``batch_size``: the largest power of 2 giving at least 40 steps per epoch, from 256 to
+      4096 (4096 on Frappe's 203k rows; with 4096 on 10k rows an epoch is 2 steps and the
+      model stops before it learns: docs/reliability.md);
+    - below 50k rows a FinalMLP of half the width (fewer parameters than rows to fit);
+    - from 1M rows ``embedding_l2: 1e-5``, BARS's Criteo/Avazu setting: the per-model
+      default (0.05, Frappe's) penalises whole tables of millions of ids every step.
+
+    ``learning_rate`` and (below 1M rows) ``embedding_l2`` are left to the model's defaults
+    (docs/models.md), so another ``model.name`` takes its own.
+    """
+    model: dict[str, Any] = {"name": "finalmlp", "embedding_dim": 10}
+    train: dict[str, Any] = {"batch_size": 4096, "patience": 2}
+    if train_rows is None:
+        return {"model": model, "train": train}
+    batch = 256
+    while batch * 2 <= min(4096, train_rows / 40):
+        batch *= 2
+    train["batch_size"] = batch
+    if train_rows < SMALL_ROWS:
+        model.update(
+            mlp1={"hidden_units": [200], "dropout": 0.4, "batch_norm": True},
+            mlp2={"hidden_units": [50], "dropout": 0.4, "batch_norm": True},
+            fs_hidden_units=[200],
+        )
+    if train_rows >= LARGE_ROWS:
+        train["embedding_l2"] = 1e-5
+    return {"model": model, "train": train}
+
+
+def count_rows(path: Path, layout_fmt: str, has_header: bool) -> int:
+    """Data rows of a file: Parquet's metadata, else its lines (less the header)."""
+    if layout_fmt == "parquet":
+        return pl.scan_parquet(path).select(pl.len()).collect().item()
+    lines, last = 0, b"\n"
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 24):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"  # a last line without a newline
+    return max(lines - int(has_header), 0)
 
 
 # ----------------------------------------------------------------------------- reading
