@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 def tune(
     config: Annotated[
         Path,
-        typer.Argument(help="Tune file: base (the config to start from), metric and space."),
+        typer.Argument(
+            help="Tune file: base (the config to start from), metric and space; or, with "
+            "--budget, an experiment config (its data section is searched for)."
+        ),
     ],
     trials: Annotated[
         int, typer.Option(min=1, help="Trials in the study in all; a rerun runs the missing.")
@@ -41,6 +44,10 @@ def tune(
 ) -> None:
     """Search hyperparameters with Optuna: TPE sampling, median pruning on the validation
     metric after each epoch, the base config as trial 0 (the default to beat).
+
+    No tune file: `finalmlp tune CONFIG --budget 10m` searches a built-in space over LR, DNN,
+    DeepFM, DCNv2 and FinalMLP (each at its defaults first) until the budget is spent, and
+    writes OUT/best.yaml, OUT/best_run/ and OUT/trials.csv (docs/tuning.md).
 
     The tune file (YAML; paths relative to it):
 
