@@ -530,7 +530,7 @@ class ExperimentConfig(StrictModel):
             return raw
         model = raw.get("model")
         name = model.get("name") if isinstance(model, Mapping) else getattr(model, "name", None)
-        defaults = MODEL_TRAIN_DEFAULTS.get(name if model is not None else "finalmlp")
+        defaults = MODEL_TRAIN_DEFAULTS.get(str(name) if model is not None else "finalmlp")
         if defaults is None:
             return raw  # an unknown model: its validation says so
         train = raw.get("train", {})

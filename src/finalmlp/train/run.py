@@ -187,7 +187,7 @@ def _check_probabilities(
         probs = calibration.transform(probs)
     counts = data.train.label_counts()
     if counts is None:  # unreachable for a labelled train split; the valid rate stands in
-        rates = np.nanmean(as_label_matrix(valid.label), axis=0)
+        rates = np.nanmean(np.asarray(as_label_matrix(valid.label)), axis=0)
     else:
         rates = np.asarray(counts.positives, float) / np.maximum(counts.labelled, 1)
     scores = "model" if calibration is None else calibration.method
