@@ -133,6 +133,29 @@ def summary(metrics: dict[str, Any], seconds: float, model: str) -> dict[str, An
     }
 
 
+def table(path: Path) -> str:
+    """Markdown: per set and arm, mean ± std over seeds, and the models the arm ended with."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        groups.setdefault((record["set"], record["arm"]), []).append(record)
+    rows = [
+        "| set | arm | seeds | model(s) | test AUC | test logloss | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, arm), records in groups.items():
+        cells = []
+        for key in ("test_auc", "test_logloss"):
+            values = [r[key] for r in records]
+            cells.append(f"{np.mean(values):.4f} ± {np.std(values):.4f}")
+        models = ", ".join(sorted({r["model"] for r in records}))
+        seconds = np.mean([r["seconds"] for r in records])
+        rows.append(
+            f"| {name} | {arm} | {len(records)} | {models} | {' | '.join(cells)} | {seconds:.0f} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="frappe_x1,criteo_small,census")
@@ -141,7 +164,11 @@ def main() -> None:
     parser.add_argument("--budget", default="2m")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_defaults"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/defaults.jsonl")
+    parser.add_argument("--table", action="store_true", help="print --out as a table, run none")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
     from finalmlp.tune.auto import auto_tune, parse_budget
 
     files = make_files(args.work)
