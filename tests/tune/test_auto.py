@@ -71,6 +71,9 @@ def test_budgeted_search_runs_defaults_first_and_hands_back_the_best(tmp_path: P
         run.config.train.learning_rate
     )
     assert not (out / "trials").exists()  # only the best run is kept
+    models = {r["model"] for r in finished}
+    if len(models) < len(AUTO_MODELS):  # a budget too short to try every model says so
+        assert "give a larger --budget" in result.stdout
 
 
 def test_an_experiment_config_without_budget_says_how(tmp_path: Path) -> None:

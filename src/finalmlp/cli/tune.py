@@ -93,7 +93,7 @@ def tune(
 def _auto(config: Path, out_dir: Path, budget: str) -> None:
     """``--budget``: the built-in search (finalmlp.tune.auto), then the best and its files."""
     from finalmlp.cli.console import err, out
-    from finalmlp.tune.auto import auto_tune, parse_budget
+    from finalmlp.tune.auto import AUTO_MODELS, auto_tune, parse_budget
 
     seconds = parse_budget(budget)
     result = auto_tune(config, out_dir, seconds, log=lambda line: err.print(line, markup=False))
@@ -109,6 +109,13 @@ def _auto(config: Path, out_dir: Path, budget: str) -> None:
         f"logloss {best['test_logloss']:.4f}",
         markup=False,
     )
+    models = {r["model"] for r in result.trials if r["state"] == "COMPLETE"}
+    if len(models) < len(AUTO_MODELS):
+        missing = ", ".join(m for m in AUTO_MODELS if m not in models)
+        out.print(
+            f"[yellow]note:[/yellow] no trial of {missing} finished within the budget, so the "
+            "best is among the others: give a larger --budget to compare every model"
+        )
     out.print(f"its run: {result.best_run}; its config: {result.best_yaml}", markup=False)
     out.print(f"train it again: finalmlp train {result.best_yaml}", markup=False)
 
