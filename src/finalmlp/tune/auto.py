@@ -2,7 +2,7 @@
 
 A built-in search space over the zoo's strong models and their key settings::
 
-    model.name        lr | dnn | deepfm | dcnv2 | finalmlp
+    model.name        lr | finalmlp | dnn | deepfm | dcnv2 (the default trials in this order)
     learning_rate     log-uniform, the model's default (docs/models.md) / 3 .. x 3
     embedding_l2      log-uniform 1e-6 .. 0.1 (not for lr)
     batch_size        256 .. 4096 (powers of 2; at most a tenth of the training rows)
@@ -45,7 +45,9 @@ from finalmlp.schema.models import MODEL_TRAIN_DEFAULTS
 from finalmlp.train.records import Validation
 from finalmlp.train.run import train_from_config
 
-AUTO_MODELS = ("lr", "dnn", "deepfm", "dcnv2", "finalmlp")
+# LR first (a baseline in seconds), then FinalMLP (the fastest deep model here: docs/models.md),
+# so a short budget compares the two before the slower models.
+AUTO_MODELS = ("lr", "finalmlp", "dnn", "deepfm", "dcnv2")
 HIDDEN_CHOICES = ("400-400-400", "400-400", "200-200")
 BEST_RUN = "best_run"
 BEST_YAML = "best.yaml"
