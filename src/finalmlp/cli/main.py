@@ -131,6 +131,15 @@ def train(
             from finalmlp.tune.tracking import log_training_run
 
             log_training_run(cfg, metrics, out_dir)
+        _warn_probabilities(metrics)
+
+
+def _warn_probabilities(metrics: dict[str, Any]) -> None:
+    """The last lines of `train`: loud when the probabilities are not usable as such."""
+    from finalmlp.train.probability import probability_problems
+
+    for line in probability_problems(metrics):
+        err.print(f"[bold red]WARNING:[/bold red] {escape(line)}", soft_wrap=True)
 
 
 def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
@@ -383,13 +392,27 @@ def schema_infer(
         Path | None,
         typer.Option(help="libsvm: JSON or featindex.txt naming each index's field."),
     ] = None,
+    valid: Annotated[
+        Path | None, typer.Option(help="Validation file: read too, and named in the config.")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option(help="Test file: read too, and named in the config.")
+    ] = None,
 ) -> None:
-    """Propose a YAML config (feature types, cardinalities) from a data file."""
+    """Propose a whole YAML config from a data file (and its valid/test files): feature types
+    and cardinalities, and a model and training settings sized to the number of rows."""
     from finalmlp.features.infer import infer_schema
     from finalmlp.io import atomic_write_text
 
     inferred = infer_schema(
-        file, label=label, fmt=fmt, has_header=header, separator=separator, field_map=field_map
+        file,
+        label=label,
+        fmt=fmt,
+        has_header=header,
+        separator=separator,
+        field_map=field_map,
+        valid=valid,
+        test=test,
     )
     text = inferred.to_yaml()
     if output is None:

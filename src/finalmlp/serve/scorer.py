@@ -137,6 +137,10 @@ class Scorer:
         self.check_finite(prepared, scores)
         return scores
 
+    def records_frame(self, records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+        """The input columns of raw records, checked and cleaned (RecordError otherwise)."""
+        return self.prepared_frame(self.prepare(records))
+
     def prepare(self, records: Sequence[Mapping[str, Any]]) -> Prepared:
         """Validate and clean raw records (RecordError naming the record and field)."""
         columns: dict[str, list[Any]] = {f.name: [] for f in self.fields}
@@ -148,12 +152,16 @@ class Scorer:
 
     def score_prepared(self, prepared: Prepared) -> np.ndarray:
         """Probabilities (N, T) for prepared records (not checked to be finite)."""
+        return self.score_frame(self.prepared_frame(prepared))
+
+    def prepared_frame(self, prepared: Prepared) -> pl.DataFrame:
+        """Prepared records as a frame of the input columns."""
         frame = pl.DataFrame(
             {name: pl.Series(name, values, dtype=_dtype(self._by_name[name]), strict=False)
              for name, values in prepared.columns.items()},
             height=prepared.num_rows,
         )  # fmt: skip
-        return self.score_frame(frame)
+        return frame
 
     def check_finite(self, prepared: Prepared, scores: np.ndarray) -> None:
         """RecordError for the first record whose score (any task) is NaN or infinite,
