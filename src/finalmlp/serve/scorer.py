@@ -203,7 +203,16 @@ class Scorer:
     def score_features(self, features: EncodedFeatures) -> np.ndarray:
         """Probabilities (N, T) for encoded rows: the model, then the run's calibration."""
         split = EncodedSplit(features, label=None)
-        return self.run.calibrate(predict_proba(self.run.model, split, self.batch_size))
+        raw = predict_proba(self.run.model, split, self.batch_size)
+        finite = np.isfinite(raw).all(axis=1)
+        if finite.all():
+            return self.run.calibrate(raw)
+        # rows the model cannot score stay NaN (check_finite names their field); the
+        # calibrator sees only finite probabilities
+        scores = np.full(raw.shape, np.nan)
+        if finite.any():
+            scores[finite] = self.run.calibrate(raw[finite])
+        return scores
 
     def _check_record(self, index: int, record: Mapping[str, Any]) -> None:
         if not isinstance(record, Mapping):
