@@ -16,7 +16,7 @@ import polars as pl
 
 from finalmlp.bundle import load_run
 from finalmlp.config import parse_config
-from finalmlp.data.recipes import CENSUS_COLUMNS
+from finalmlp.data.recipes import CENSUS_COLUMNS, CENSUS_COUNTS, CENSUS_MONEY
 from finalmlp.report import write_report
 from finalmlp.serve.batch import score_file
 from finalmlp.serve.onnx import OnnxModel, export_onnx, sample_features, torch_probabilities
@@ -74,6 +74,8 @@ def check_every_output(run_dir: Path, scored_file: Path | None, tasks: list[str]
         assert np.isfinite(values).all() and ((values > 0) & (values < 1)).all()
         # the two tasks are different answers, not one copied twice
         assert np.corrcoef(values[:, 0], values[:, 1])[0, 1] < 0.99
+        served = serve(run_dir, scored_file, tasks)
+        np.testing.assert_allclose(served, values, atol=1e-6)
     export_onnx(run_dir)
     features = sample_features(run, 64, seed=11)
     onnx_scores = OnnxModel.from_run(run_dir).predict(features)
@@ -83,6 +85,30 @@ def check_every_output(run_dir: Path, scored_file: Path | None, tasks: list[str]
     for task in tasks:
         assert f"Test split: {task}" in page
     assert "Experts" in page  # mixture-of-experts models show gate weights per task
+
+
+def serve(run_dir: Path, raw_file: Path, tasks: list[str]) -> np.ndarray:
+    """POST the raw census rows to the service: two probabilities per record."""
+    from fastapi.testclient import TestClient
+
+    from finalmlp.serve.ab import Arm
+    from finalmlp.serve.app import create_app, load_arms
+    from finalmlp.serve.settings import ServeSettings
+
+    frame = pl.read_csv(raw_file, has_header=False, new_columns=list(CENSUS_COLUMNS),
+                        infer_schema=False)  # fmt: skip
+    numeric = {*CENSUS_MONEY, *CENSUS_COUNTS}
+    records = [
+        {k: float(v) if k in numeric else v.strip() for k, v in row.items()}
+        for row in frame.drop("instance_weight", "marital_stat", "income").to_dicts()
+    ]
+    settings = ServeSettings(unknown_fields="ignore")
+    client = TestClient(create_app(load_arms([Arm("default", run_dir)], "ignore"), settings))
+    reply = client.post("/v1/predict", json={"records": records})
+    assert reply.status_code == 200, reply.text[:500]
+    body = reply.json()
+    assert body["tasks"] == tasks
+    return np.array([[p[t] for t in tasks] for p in body["predictions"]])
 
 
 def test_census_income_two_tasks_end_to_end(shared_data: Path, tmp_path: Path) -> None:
