@@ -10,8 +10,9 @@ import polars as pl
 
 from finalmlp.data.split import SPLITS, EncodedSplit
 from finalmlp.errors import DataError
+from finalmlp.features.history import RowHistories, build_histories
 from finalmlp.features.processor import EncodedFeatures, FeatureProcessor
-from finalmlp.schema import DataConfig, SplitOptions
+from finalmlp.schema import DataConfig, SequenceFeature, SplitOptions
 
 
 def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
@@ -43,10 +44,20 @@ def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
     return frames
 
 
+def frame_histories(frames: dict[str, pl.DataFrame], config: DataConfig) -> dict[str, RowHistories]:
+    """Each split's built histories (``data.history``); empty without it."""
+    if config.history is None:
+        return {}
+    columns = [f.history for f in config.features if isinstance(f, SequenceFeature) and f.history]
+    return build_histories(frames, config.history, list(dict.fromkeys(columns)))
+
+
 def _random_split(
     frame: pl.DataFrame, missing: list[str], options: SplitOptions
 ) -> dict[str, pl.DataFrame]:
     fractions = {"valid": options.valid_fraction, "test": options.test_fraction}
+    if options.by is not None:
+        return _time_split(frame, missing, options.by, fractions)
     order = np.random.default_rng(options.seed).permutation(frame.height)
     out, start = {}, 0
     for name in missing:
@@ -60,6 +71,39 @@ def _random_split(
         start += count
     out["train"] = frame[np.sort(order[start:])]
     return out
+
+
+def _time_split(
+    frame: pl.DataFrame, missing: list[str], column: str, fractions: dict[str, float]
+) -> dict[str, pl.DataFrame]:
+    """The latest rows (by ``column``) become test, those before them valid; each split in
+    time order. Rows with the same time go to the same split."""
+    from finalmlp.columns import parse_floats
+
+    if column not in frame.columns:
+        raise DataError(f"data.split.by names {column!r}, which is not a column read")
+    times = parse_floats(frame[column], "numeric", lambda row: f"row {row + 1:,} (data.split.by)")
+    if times.null_count():
+        row = int(times.is_null().arg_max() or 0)
+        raise DataError(f"data.split.by column {column!r} is empty on row {row + 1:,}")
+    order = np.argsort(times.to_numpy(), kind="stable")
+    sorted_times = times.to_numpy()[order]
+    out, stop = {}, frame.height
+    for name in ("test", "valid"):
+        if name not in missing:
+            continue
+        count = round(fractions[name] * frame.height)
+        # move the cut back to the first row of its time: ties never straddle two splits
+        start = int(np.searchsorted(sorted_times, sorted_times[max(stop - count, 0)], "left"))
+        if count == 0 or start <= 0 or start >= stop:
+            raise DataError(
+                f"data.split.{name}_fraction={fractions[name]} leaves no {name} rows out of "
+                f"{frame.height} in time order; give a {name} file or a larger fraction"
+            )
+        out[name] = frame[order[start:stop]]
+        stop = start
+    out["train"] = frame[order[:stop]]
+    return {name: out[name] for name in ("train", *missing)}
 
 
 def label_matrix(frame: pl.DataFrame, config: DataConfig) -> np.ndarray | None:
@@ -81,6 +125,7 @@ def encode_frame(
     *,
     labelled: bool = True,
     encoded: EncodedFeatures | None = None,
+    histories: RowHistories | None = None,
 ) -> EncodedSplit:
     """Encode one raw frame; with ``labelled`` also its labels and group (when present).
 
@@ -93,5 +138,5 @@ def encode_frame(
         # Missing ids form one group of their own (a null rank would be cast from NaN).
         keys = frame[config.group].cast(pl.Utf8).fill_null("")
         group = keys.rank("dense").to_numpy().astype(np.int64)
-    features = encoded if encoded is not None else processor.transform(frame)
+    features = encoded if encoded is not None else processor.transform(frame, histories)
     return EncodedSplit(features, label, group)

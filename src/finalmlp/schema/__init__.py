@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
+from finalmlp.schema.history import Condition, HistoryOptions
 from finalmlp.schema.models import (
     AutoIntConfig,
     DCNConfig,
@@ -119,7 +120,13 @@ class NumericFeature(FeatureBase):
 
 
 class SequenceFeature(FeatureBase):
-    """A multi-valued column such as ``a^b^c`` or ``Action|Comedy``: masked mean of embeddings."""
+    """A multi-valued column such as ``a^b^c`` or ``Action|Comedy``: masked mean of embeddings.
+
+    With ``history: <column>`` the items are that column's values over the user's earlier
+    behaviour events (``data.history``), built when training; a file to score, or a served
+    record, gives them itself in the feature's column (a list, or separator-joined text). A
+    history keeps the most recent ``data.history.max_len`` items (``truncate: tail``).
+    """
 
     type: Literal["sequence"] = "sequence"
     separator: str = Field("^", min_length=1)
@@ -127,6 +134,7 @@ class SequenceFeature(FeatureBase):
     truncate: Literal["head", "tail"] = "head"  # keep the first or the last max_len items
     min_count: int = Field(1, ge=1)
     share_embedding: str | None = None
+    history: str | None = None  # event column whose earlier values form this sequence
 
 
 Feature = Annotated[
@@ -168,6 +176,9 @@ class SplitOptions(StrictModel):
     valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 2023
+    # A numeric time column: the latest rows become test, the ones before them valid (ties
+    # stay together in file order); default: at random.
+    by: str | None = None
 
 
 class SyntheticOptions(StrictModel):
@@ -277,6 +288,8 @@ class DataConfig(StrictModel):
     # Raw label text -> 0/1, e.g. {"no": 0, "yes": 1}; without it labels must be 0/1 or -1/1.
     label_map: dict[str, Literal[0, 1]] | None = None
     streaming: StreamingOptions | None = None
+    # Per-row behaviour histories from the rows' own events (see HistoryOptions).
+    history: HistoryOptions | None = None
 
     @field_validator("has_header", mode="before")
     @classmethod
@@ -343,6 +356,7 @@ class DataConfig(StrictModel):
             raise ValueError(f"data.columns must be unique, got duplicates {dupes}")
         for feat in self.features:
             _check_share(feat, {f.name: f for f in self.features})
+        self._check_history()
         if self.format != "synthetic" and self.train is None:
             raise ValueError("data.train is required (path of the training file)")
         train_header = (
@@ -366,6 +380,43 @@ class DataConfig(StrictModel):
                     "at random); give both"
                 )
         return self
+
+    def _check_history(self) -> None:
+        """History features need data.history; they take its max_len and keep the tail."""
+        history = [f for f in self.features if isinstance(f, SequenceFeature) and f.history]
+        if self.history is None:
+            if history:
+                raise ValueError(
+                    f"feature {history[0].name!r} sets history: {history[0].history!r}, which "
+                    "needs data.history (the user and time columns); add it, or remove history"
+                )
+            return
+        if not history:
+            raise ValueError(
+                "data.history is set but no sequence feature sets history: <column>; add one "
+                "(e.g. {name: hist_item, type: sequence, history: item}) or remove data.history"
+            )
+        if self.streaming is not None:
+            raise ValueError("data.history cannot be built with data.streaming; remove one")
+        if self.format in ("libsvm", "libffm"):
+            raise ValueError(f"data.history needs named columns, which {self.format} lacks")
+        features = list(self.features)
+        for i, feat in enumerate(features):
+            if not (isinstance(feat, SequenceFeature) and feat.history):
+                continue
+            if "max_len" in feat.model_fields_set and feat.max_len != self.history.max_len:
+                raise ValueError(
+                    f"history feature {feat.name!r} sets max_len {feat.max_len}; its length "
+                    f"is data.history.max_len ({self.history.max_len}): remove max_len"
+                )
+            if feat.truncate == "head" and "truncate" in feat.model_fields_set:
+                raise ValueError(
+                    f"history feature {feat.name!r} keeps the most recent items "
+                    "(truncate: tail); remove truncate: head"
+                )
+            update = {"max_len": self.history.max_len, "truncate": "tail"}
+            features[i] = feat.model_copy(update=update)
+        object.__setattr__(self, "features", features)
 
     def _check_labels(self) -> None:
         if self.labels is not None:
@@ -578,6 +629,7 @@ __all__ = [
     "MONITOR_METRICS",
     "AutoIntConfig",
     "CategoricalFeature",
+    "Condition",
     "DCNConfig",
     "DCNv2Config",
     "DNNConfig",
@@ -592,6 +644,7 @@ __all__ = [
     "FinalMLPConfig",
     "FinalNetConfig",
     "HeaderSetting",
+    "HistoryOptions",
     "HoMEConfig",
     "LRConfig",
     "LabelSpec",
