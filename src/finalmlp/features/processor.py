@@ -32,8 +32,14 @@ from finalmlp.features.history import RowHistories
 from finalmlp.features.history_column import HistoryColumn
 from finalmlp.features.tables import FIRST_ID, IdTable
 from finalmlp.io import atomic_write_text
-from finalmlp.layout import FieldLayout
-from finalmlp.schema import CategoricalFeature, Feature, NumericFeature, SequenceFeature
+from finalmlp.layout import FieldLayout, Pooling
+from finalmlp.schema import (
+    AttentionOptions,
+    CategoricalFeature,
+    Feature,
+    NumericFeature,
+    SequenceFeature,
+)
 
 # 2: tokens no longer depend on the file's dtype, log_square has a "null" bucket. A version-1
 # state would encode such values differently from how its model was trained, so it is refused.
@@ -309,6 +315,20 @@ class FeatureProcessor:
             sequence_tables=tuple(
                 names.index(self._table_owner(f)) for f in self.sequence_features
             ),
+            sequence_pooling=tuple(self._pooling(f) for f in self.sequence_features),
+        )
+
+    def _pooling(self, feat: SequenceFeature) -> Pooling:
+        if feat.pooling != "attention":
+            return Pooling(feat.pooling)
+        options = feat.attention or AttentionOptions()
+        categorical = [f.name for f in self.categorical_features]
+        return Pooling(
+            "attention",
+            categorical.index(feat.target or ""),
+            tuple(options.hidden_units),
+            options.activation,
+            options.softmax,
         )
 
     def to_dict(self) -> dict[str, Any]:

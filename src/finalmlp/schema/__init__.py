@@ -119,6 +119,24 @@ class NumericFeature(FeatureBase):
         return self
 
 
+class AttentionOptions(StrictModel):
+    """DIN's local activation unit (Zhou et al., KDD 2018, Sec. 4.3): an MLP over
+    ``[q, k, q - k, q * k]`` giving one weight per behaviour ``k`` for the target ``q``.
+
+    Attributes:
+        hidden_units: widths of the unit's hidden layers (FuxiCTR's default: [64]).
+        activation: ``dice`` (the paper's) or ``prelu``.
+        softmax: normalise the weights over the history; off by default, as in the paper,
+            which keeps the intensity of interest.
+    """
+
+    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [64], min_length=1
+    )
+    activation: Literal["dice", "prelu"] = "dice"
+    softmax: bool = False
+
+
 class SequenceFeature(FeatureBase):
     """A multi-valued column such as ``a^b^c`` or ``Action|Comedy``: masked mean of embeddings.
 
@@ -135,6 +153,26 @@ class SequenceFeature(FeatureBase):
     min_count: int = Field(1, ge=1)
     share_embedding: str | None = None
     history: str | None = None  # event column whose earlier values form this sequence
+    # How the items become one field embedding: masked mean (default), masked sum, or DIN's
+    # target attention, weighting each item by its relevance to ``target`` (a categorical
+    # feature sharing this sequence's table, e.g. the candidate item).
+    pooling: Literal["mean", "sum", "attention"] = "mean"
+    target: str | None = None
+    attention: AttentionOptions | None = None  # default AttentionOptions() with attention
+
+    @model_validator(mode="after")
+    def _attention_settings(self) -> SequenceFeature:
+        if self.pooling == "attention" and self.target is None:
+            raise ValueError(
+                f"feature {self.name!r} pools by attention, which needs target: the categorical "
+                "feature (sharing its table) whose embedding is the query, e.g. the candidate item"
+            )
+        if self.pooling != "attention" and (self.target or self.attention):
+            raise ValueError(
+                f"feature {self.name!r} sets target/attention, which only pooling: attention "
+                "uses; set pooling: attention or remove them"
+            )
+        return self
 
 
 Feature = Annotated[
@@ -357,6 +395,9 @@ class DataConfig(StrictModel):
         for feat in self.features:
             _check_share(feat, {f.name: f for f in self.features})
         self._check_history()
+        for feat in self.features:
+            if isinstance(feat, SequenceFeature) and feat.target is not None:
+                _check_target(feat, {f.name: f for f in self.features})
         if self.format != "synthetic" and self.train is None:
             raise ValueError("data.train is required (path of the training file)")
         train_header = (
@@ -502,6 +543,32 @@ def _check_share(
         )
 
 
+def _check_target(
+    feat: SequenceFeature,
+    by_name: dict[str, CategoricalFeature | NumericFeature | SequenceFeature],
+) -> None:
+    """An attention target is a categorical feature looking up the sequence's table."""
+    target = by_name.get(feat.target or "")
+    if target is None:
+        raise ValueError(
+            f"feature {feat.name!r} pools by attention over target {feat.target!r}, which is "
+            f"not a feature; expected one of {list(by_name)}"
+        )
+    if not isinstance(target, CategoricalFeature):
+        raise ValueError(
+            f"the attention target {target.name!r} of {feat.name!r} is a {target.type} "
+            "feature; it must be categorical (one item per row)"
+        )
+    mine = feat.share_embedding or feat.name
+    theirs = target.share_embedding or target.name
+    if mine != theirs:
+        raise ValueError(
+            f"the attention target {target.name!r} of {feat.name!r} does not share its table "
+            f"({feat.name!r} looks up {mine!r}, {target.name!r} looks up {theirs!r}); set "
+            f"share_embedding: {theirs} on {feat.name!r}, or pick a target of table {mine!r}"
+        )
+
+
 # ----------------------------------------------------------------------------- training
 MonitorMetric = Literal["auc", "logloss", "gauc"]
 MONITOR_METRICS = ("auc", "logloss", "gauc")
@@ -627,6 +694,7 @@ class ExperimentConfig(StrictModel):
 
 __all__ = [
     "MONITOR_METRICS",
+    "AttentionOptions",
     "AutoIntConfig",
     "CategoricalFeature",
     "Condition",
