@@ -117,6 +117,18 @@ class FeatureEmbedding(nn.Module):
             parts.append(self.pool_sequence(batch, index).unsqueeze(1))  # (B, 1, E)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
+    def lookup_rows(self, batch: Batch) -> torch.Tensor:
+        """Every table row this module's fields look up for ``batch`` (with repeats and padding
+        rows), flattened: the ids of mini-batch aware regularisation."""
+        parts = []
+        if self.cat_cols.numel():
+            parts.append((batch.categorical[:, self.cat_cols] + self.cat_offsets).reshape(-1))
+        for col, offset in zip(self.seq_cols, self.seq_offsets, strict=True):
+            parts.append((batch.sequences[col] + offset).reshape(-1))
+        if not parts:
+            return torch.zeros(0, dtype=torch.long, device=self.table.weight.device)
+        return torch.cat(parts).long()
+
     def embed_sequence(self, batch: Batch, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Items of this module's ``index``-th sequence field: (B, L, E) and the mask (B, L)
         of real items (padding id 0 is False)."""
