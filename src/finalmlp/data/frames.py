@@ -12,7 +12,7 @@ from finalmlp.data.split import SPLITS, EncodedSplit
 from finalmlp.errors import DataError
 from finalmlp.features.history import RowHistories, build_histories
 from finalmlp.features.processor import EncodedFeatures, FeatureProcessor
-from finalmlp.schema import DataConfig, SequenceFeature, SplitOptions
+from finalmlp.schema import DataConfig, Join, SequenceFeature, SplitOptions
 
 
 def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
@@ -24,7 +24,13 @@ def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
         from finalmlp.data.synthetic import generate_synthetic
         from finalmlp.schema import SyntheticOptions
 
-        frames = {"train": generate_synthetic(config.synthetic or SyntheticOptions())}
+        options = config.synthetic or SyntheticOptions()
+        if options.histories:
+            from finalmlp.data.synthetic_history import generate_event_log
+
+            frames = {"train": generate_event_log(options)}
+        else:
+            frames = {"train": generate_synthetic(options)}
     else:
         assert config.train is not None
         paths = {name: getattr(config, name) for name in SPLITS if getattr(config, name)}
@@ -38,10 +44,47 @@ def load_frames(config: DataConfig) -> dict[str, pl.DataFrame]:
         for table in tables.values():  # from this thread: a warning names the user's call
             warn_bad_rows(table.bad_rows)
         frames = {name: table.frame for name, table in tables.items()}
+    for join in config.join:
+        frames = {name: _joined(frame, join, config) for name, frame in frames.items()}
     missing = [s for s in ("valid", "test") if s not in frames]
     if missing:
         frames.update(_random_split(frames.pop("train"), missing, config.split or SplitOptions()))
     return frames
+
+
+def _joined(frame: pl.DataFrame, join: Join, config: DataConfig) -> pl.DataFrame:
+    """``frame`` with ``join.columns`` of the lookup table, matched on ``join.on`` as text."""
+    path = Path(join.path)
+    if not path.is_absolute() and config.train is not None:
+        path = Path(config.train).parent / path
+    if not path.is_file():
+        raise DataError(f"data.join table {str(path)!r} not found; check data.join[].path")
+    lookup = (
+        pl.read_parquet(path)
+        if path.suffix == ".parquet"
+        else pl.read_csv(path, infer_schema=False, separator="\t" if path.suffix == ".tsv" else ",")
+    )
+    missing = [c for c in [join.on, *join.columns] if c not in lookup.columns]
+    if missing:
+        raise DataError(
+            f"column(s) {missing} not found in the join table {path}; it has {lookup.columns}"
+        )
+    key = "__join_key"
+    lookup = lookup.select(
+        pl.col(join.on).cast(pl.Utf8).str.strip_chars().alias(key), *join.columns
+    )
+    dupes = lookup[key].is_duplicated()
+    if dupes.any():
+        raise DataError(
+            f"the join table {path} holds key {lookup[key][int(dupes.arg_max() or 0)]!r} of "
+            f"{join.on!r} twice; a lookup needs one row per key"
+        )
+    keyed = frame.with_columns(pl.col(join.on).cast(pl.Utf8).str.strip_chars().alias(key))
+    return (
+        keyed.drop([c for c in join.columns if c in frame.columns])
+        .join(lookup, on=key, how="left", maintain_order="left")
+        .drop(key)
+    )
 
 
 def frame_histories(frames: dict[str, pl.DataFrame], config: DataConfig) -> dict[str, RowHistories]:

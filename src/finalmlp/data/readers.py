@@ -364,6 +364,9 @@ def _wanted_columns(config: DataConfig, require_label: bool, events: bool = Fals
         columns += [f.history for f in config.features if getattr(f, "history", None)]
     else:
         columns = [f.column for f in config.features]
+    if events and config.join:  # joined columns come from the lookup tables
+        joined = {c for join in config.join for c in join.columns}
+        columns = [c for c in columns if c not in joined] + [j.on for j in config.join]
     if require_label:
         columns[:0] = config.label_columns
         if config.group is not None:

@@ -27,7 +27,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
-from finalmlp.schema.history import Condition, HistoryOptions
+from finalmlp.schema.history import Condition, HistoryOptions, Join
 from finalmlp.schema.models import (
     AutoIntConfig,
     DCNConfig,
@@ -231,6 +231,9 @@ class SyntheticOptions(StrictModel):
     # A second task: a ``conversion`` column, observed (0/1) on clicked rows only and blank
     # elsewhere, drawn from a teacher correlated with the click teacher (multi-task demos).
     conversion: bool = False
+    # An event log instead (user, time, item, category, label) whose label is driven by how
+    # relevant the item is to the user's earlier clicks (see finalmlp.data.synthetic_history).
+    histories: bool = False
 
 
 class StreamingOptions(StrictModel):
@@ -329,6 +332,8 @@ class DataConfig(StrictModel):
     streaming: StreamingOptions | None = None
     # Per-row behaviour histories from the rows' own events (see HistoryOptions).
     history: HistoryOptions | None = None
+    # Lookup tables joined onto the rows of the splits (item side fields), in order.
+    join: list[Join] = Field(default_factory=list)
 
     @field_validator("has_header", mode="before")
     @classmethod
@@ -716,6 +721,7 @@ __all__ = [
     "HeaderSetting",
     "HistoryOptions",
     "HoMEConfig",
+    "Join",
     "LRConfig",
     "LabelSpec",
     "LibsvmOptions",

@@ -7,6 +7,7 @@ items from that column of the user's earlier behaviour events.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -54,3 +55,15 @@ class HistoryOptions(StrictModel):
         """The columns the builder reads besides the history features' own."""
         extra = [self.behaviour.column] if self.behaviour is not None else []
         return list(dict.fromkeys([self.user, self.time, *extra]))
+
+
+class Join(StrictModel):
+    """Columns of a lookup table (e.g. ``movies.csv``: movieId -> genres) joined onto the
+    rows of every split by a key column, before features and histories are built. A key
+    without a match leaves the columns missing. A relative ``path`` is relative to the folder
+    of ``data.train``.
+    """
+
+    path: Path
+    on: str = Field(min_length=1)
+    columns: list[str] = Field(min_length=1)
