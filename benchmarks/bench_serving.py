@@ -183,55 +183,140 @@ def _ms(text: str) -> float:
 
 
 # ----------------------------------------------------------------------------- fixed rate
-async def drive(port: int, payloads: list[str], rate: float, seconds: float) -> dict[str, Any]:
-    """Open loop: request i is due at start + i / rate; latency counts from when it was due."""
+FLOOD_RECORDS = 4_190_000  # item 6 of issue 18: `{"records": [0, 0, ...]}`, 8.4 MB
+
+
+def flood_body() -> bytes:
+    """Millions of tiny records in one body just under the 8 MiB default limit (a 413)."""
+    return b'{"records":[' + b"0," * (FLOOD_RECORDS - 1) + b"0]}"
+
+
+def _http(body: bytes) -> bytes:
+    return (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bool]:
+    """Send one request, read its reply: (status, whether the connection stays usable)."""
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    length, keep = 0, True
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        lower = line.lower()
+        if lower.startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+        elif lower.startswith(b"connection:") and b"close" in lower:
+            keep = False
+    await reader.readexactly(length)
+    return status, keep
+
+
+async def drive(
+    port: int,
+    payloads: list[str],
+    rate: float,
+    seconds: float,
+    invalid: list[str] | None = None,
+    invalid_fraction: float = 0.0,
+    flood_every: float = 0.0,
+) -> dict[str, Any]:
+    """Open loop: request i is due at start + i / rate; latency counts from when it was due.
+
+    ``invalid_fraction`` of the requests (a seeded draw) carry a body from ``invalid`` (a bad
+    record: 422 expected); latencies of valid and invalid requests are kept apart. With
+    ``flood_every`` > 0, a body of millions of tiny records is sent every that many seconds on a
+    connection of its own (413 expected), alongside.
+    """
+    import random
+
     loop = asyncio.get_running_loop()
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(64):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    requests = [
-        (
-            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(p.encode())}\r\n\r\n{p}"
-        ).encode()
-        for p in payloads
-    ]
-    latencies: list[float] = []
-    failures = 0
+    requests = [_http(p.encode()) for p in payloads]
+    bad_requests = [_http(p.encode()) for p in invalid or []]
+    draw = random.Random(7)
+    total = int(rate * seconds)
+    is_bad = [bool(bad_requests) and draw.random() < invalid_fraction for _ in range(total)]
+    latencies: dict[bool, list[float]] = {False: [], True: []}
+    statuses: dict[bool, dict[int, int]] = {False: {}, True: {}}
 
     async def one(index: int, due: float) -> None:
-        nonlocal failures
         await asyncio.sleep(max(0.0, due - loop.time()))
         reader, writer = await pool.get()
-        writer.write(requests[index % len(requests)])
-        status = int((await reader.readline()).split()[1])
-        length = 0
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
-        latencies.append(loop.time() - due)
-        failures += status != 200
+        bad = is_bad[index]
+        source = bad_requests if bad else requests
+        status, keep = await _exchange(reader, writer, source[index % len(source)])
+        latencies[bad].append(loop.time() - due)
+        statuses[bad][status] = statuses[bad].get(status, 0) + 1
+        if not keep:
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
         pool.put_nowait((reader, writer))
 
+    flood: dict[str, Any] = {"sent": 0, "statuses": {}, "latency_ms": []}
+
+    async def flooder(stop_at: float) -> None:
+        request = _http(flood_body())
+        while loop.time() < stop_at:
+            began = loop.time()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                status, _ = await _exchange(reader, writer, request)
+            except (ConnectionError, IndexError, asyncio.IncompleteReadError):
+                status = 0  # the server closed the connection without an answer
+            writer.close()
+            flood["sent"] += 1
+            flood["statuses"][status] = flood["statuses"].get(status, 0) + 1
+            flood["latency_ms"].append(round((loop.time() - began) * 1e3, 1))
+            await asyncio.sleep(max(0.0, began + flood_every - loop.time()))
+
     start = loop.time() + 0.2
-    total = int(rate * seconds)
-    await asyncio.gather(*(one(i, start + i / rate) for i in range(total)))
+    jobs = [one(i, start + i / rate) for i in range(total)]
+    if flood_every > 0:
+        jobs.append(flooder(start + seconds))
+    await asyncio.gather(*jobs)
     elapsed = loop.time() - start
-    ms = np.asarray(latencies) * 1e3
-    return {
+    ms = np.asarray(latencies[False]) * 1e3
+    result: dict[str, Any] = {
         "rps": total / elapsed,
         "target_rps": rate,
         "p50_ms": float(np.percentile(ms, 50)),
         "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
-        "non_2xx": failures,
+        "non_2xx": sum(n for s, n in statuses[False].items() if s != 200),
         "requests": total,
+        "valid_requests": len(latencies[False]),
     }
+    if bad_requests:
+        bad_ms = np.asarray(latencies[True]) * 1e3
+        result["invalid_fraction"] = invalid_fraction
+        result["invalid_requests"] = len(bad_ms)
+        result["invalid_statuses"] = {str(k): v for k, v in statuses[True].items()}
+        if len(bad_ms):
+            result["invalid_p50_ms"] = float(np.percentile(bad_ms, 50))
+            result["invalid_p99_ms"] = float(np.percentile(bad_ms, 99))
+    if flood_every > 0:
+        flood["statuses"] = {str(k): v for k, v in flood["statuses"].items()}
+        result["flood"] = flood
+    return result
 
 
-def run_driver(port: int, payload_file: Path, rate: float, seconds: float) -> dict[str, Any]:
+def run_driver(
+    port: int,
+    payload_file: Path,
+    rate: float,
+    seconds: float,
+    invalid_file: Path | None = None,
+    invalid_fraction: float = 0.0,
+    flood_every: float = 0.0,
+) -> dict[str, Any]:
     command = [
         sys.executable,
         __file__,
@@ -244,9 +329,24 @@ def run_driver(port: int, payload_file: Path, rate: float, seconds: float) -> di
         "--duration",
         str(seconds),
     ]
+    if invalid_file is not None:
+        command += ["--invalid-payloads", str(invalid_file), "--invalid-fraction"]
+        command += [str(invalid_fraction)]
+    if flood_every > 0:
+        command += ["--flood-every", str(flood_every)]
     result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     result["command"] = f"bench_serving.py --drive (open loop, {rate:g} requests/s)"
     return result
+
+
+def invalid_bodies(rows: list[dict[str, Any]], count: int) -> list[str]:
+    """Single-record bodies whose first field holds an object (a 422: record 0, that field)."""
+    bad = []
+    for i in range(count):
+        record = dict(rows[i % len(rows)])
+        first = next(iter(record))
+        bad.append(json.dumps({"records": [{**record, first: {"bad": i}}]}))
+    return bad
 
 
 # ----------------------------------------------------------------------------- main
@@ -267,11 +367,26 @@ def measure(
             print(json.dumps(results[-1]), flush=True)
         payload_file = folder / "single.json"
         payload_file.write_text(json.dumps(bodies(rows, 1, 1000)))
+        invalid_file = folder / "invalid.json"
+        invalid_file.write_text(json.dumps(invalid_bodies(rows, 1000)))
         for rate in args.rates:
             run_driver(port, payload_file, rate, args.warmup)
-            result = run_driver(port, payload_file, rate, args.duration)
-            results.append({"case": f"single @ {rate:g}/s", "records": 1, **result})
-            print(json.dumps(results[-1]), flush=True)
+            for fraction in args.invalid_mix or [None]:
+                if fraction is None:
+                    result = run_driver(port, payload_file, rate, args.duration)
+                    case = f"single @ {rate:g}/s"
+                else:
+                    result = run_driver(
+                        port, payload_file, rate, args.duration, invalid_file, fraction
+                    )
+                    case = f"single @ {rate:g}/s, {fraction:.0%} invalid"
+                results.append({"case": case, "records": 1, **result})
+                print(json.dumps(results[-1]), flush=True)
+            if args.flood:
+                result = run_driver(port, payload_file, rate, args.duration, flood_every=1.0)
+                case = f"single @ {rate:g}/s + 1 flood body/s"
+                results.append({"case": case, "records": 1, **result})
+                print(json.dumps(results[-1]), flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -296,14 +411,40 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="server's torch threads")
     parser.add_argument("--ab-log", action="store_true", help="server logs A/B impressions")
     parser.add_argument("--fixed-rate-only", action="store_true", help="skip the wrk cases")
+    parser.add_argument(
+        "--invalid-mix",
+        type=float,
+        nargs="*",
+        help="fixed-rate cases with these fractions of invalid requests (e.g. 0 0.1 0.4)",
+    )
+    parser.add_argument(
+        "--flood",
+        action="store_true",
+        help="fixed-rate case with a body of 4.19M tiny records sent once a second alongside",
+    )
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--invalid-payloads", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--invalid-fraction", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--flood-every", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--drive", type=int, help=argparse.SUPPRESS)  # internal: driver process
     parser.add_argument("--payloads", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         payloads = json.loads(args.payloads.read_text())
-        print(json.dumps(asyncio.run(drive(args.drive, payloads, args.rate, args.duration))))
+        invalid = json.loads(args.invalid_payloads.read_text()) if args.invalid_payloads else None
+        report = asyncio.run(
+            drive(
+                args.drive,
+                payloads,
+                args.rate,
+                args.duration,
+                invalid,
+                args.invalid_fraction,
+                args.flood_every,
+            )
+        )
+        print(json.dumps(report))
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -353,8 +494,8 @@ def table(results: list[dict[str, Any]]) -> str:
         groups.setdefault((r["mode"], r["case"], r.get("connections", "open loop")), []).append(r)
     lines = [
         "| micro-batching | case | connections | requests/s | rows/s | p50 ms | p99 ms "
-        "| worst p99 ms | non-2xx |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| worst p99 ms | non-2xx | invalid: p50 / p99 ms, statuses |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (mode, case, connections), runs in groups.items():
         name = "off" if mode == "off" else f"on, {mode[2:]} workers"
@@ -364,9 +505,31 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{rps:,.0f} | {rps * runs[0]['records']:,.0f} | "
             f"{np.median([r['p50_ms'] for r in runs]):.2f} | "
             f"{np.median([r['p99_ms'] for r in runs]):.2f} | "
-            f"{max(r['p99_ms'] for r in runs):.2f} | {sum(r['non_2xx'] for r in runs)} |"
+            f"{max(r['p99_ms'] for r in runs):.2f} | {sum(r['non_2xx'] for r in runs)} | "
+            f"{_side_note(runs)} |"
         )
     return "\n".join(lines)
+
+
+def _side_note(runs: list[dict[str, Any]]) -> str:
+    """Invalid requests' latency (median over runs) and statuses, or the flood bodies' fate."""
+    if "invalid_p50_ms" in runs[0]:
+        statuses: dict[str, int] = {}
+        for r in runs:
+            for status, n in r["invalid_statuses"].items():
+                statuses[status] = statuses.get(status, 0) + n
+        return (
+            f"{np.median([r['invalid_p50_ms'] for r in runs]):.2f} / "
+            f"{np.median([r['invalid_p99_ms'] for r in runs]):.2f}, {statuses}"
+        )
+    if "flood" in runs[0]:
+        latency = [ms for r in runs for ms in r["flood"]["latency_ms"]]
+        statuses = {}
+        for r in runs:
+            for status, n in r["flood"]["statuses"].items():
+                statuses[status] = statuses.get(status, 0) + n
+        return f"flood bodies: {statuses}, median {np.median(latency):.0f} ms each"
+    return ""
 
 
 def _commit() -> str | None:

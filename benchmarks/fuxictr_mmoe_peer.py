@@ -25,6 +25,7 @@ import json
 import resource
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,9 @@ class FuxiMMoE(MultiTaskModel):
         flat_dim = dim * feature_map.num_fields
         self.embedding_layer = FeatureEmbedding(feature_map, dim)
 
-        def block(input_dim: int, hidden: list[int], output_dim: int | None = None) -> nn.Module:
+        def block(
+            input_dim: int, hidden: list[int], output_dim: int | None = None, norm: bool = False
+        ) -> nn.Module:
             return MLP_Block(
                 input_dim=input_dim,
                 hidden_units=hidden,
@@ -61,12 +64,13 @@ class FuxiMMoE(MultiTaskModel):
                 hidden_activations="ReLU",
                 output_activation=None,
                 dropout_rates=0,
-                batch_norm=False,
+                batch_norm=norm,
             )
 
         experts = settings["expert_hidden_units"]
         self.experts = nn.ModuleList(
-            block(flat_dim, experts) for _ in range(settings["num_experts"])
+            block(flat_dim, experts, norm=settings.get("expert_batch_norm", False))
+            for _ in range(settings["num_experts"])
         )
         self.gates = nn.ModuleList(
             block(flat_dim, settings["gate_hidden_units"], settings["num_experts"])
@@ -125,7 +129,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = json.loads(open(args.settings).read())
+    settings = json.loads(Path(args.settings).read_text())
     data = dict(np.load(args.data))
     torch.manual_seed(settings["seed"])
     with tempfile.TemporaryDirectory() as workdir:

@@ -2,9 +2,15 @@
 
 Server: random and malformed request bodies (broken JSON, wrong shapes and types, huge and
 non-finite numbers, deeply nested values, invalid UTF-8, oversized bodies, unknown fields)
-sent in-process through FastAPI's TestClient to every endpoint. Readers: random byte files
-(truncated, binary, mixed separators, non-UTF-8) read with `read_file`; anything but a clear
-FinalMLPError (one `error:` line in the CLI) is a crash.
+sent in-process through FastAPI's TestClient to every endpoint; no 200 may hold a score that is
+not finite. Hostile classes (issue 18, `fuzz_hostile.py`): huge numbers with A/B feedback, stalled
+connections against uvicorn, broken bundles on reload, unusable API keys, non-JSON and gzip
+bodies, floods of tiny records, invalid requests among concurrent ones, huge echoed input,
+integers of hundreds of digits, and a record's score alone vs in micro-batches. The numeric
+classes need numeric fields: with a bundle that has none (Frappe), a small synthetic run is
+trained for them (or give `--numeric-bundle`). Readers: random byte files (truncated, binary,
+mixed separators, non-UTF-8) read with `read_file`; anything but a clear FinalMLPError (one
+`error:` line in the CLI) is a crash.
 
 Usage:
     .venv/bin/python benchmarks/fuzz_inputs.py --bundle runs/frappe --requests 10000 \
@@ -15,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import fuzz_hostile
 from fastapi.testclient import TestClient
 
 from finalmlp.data.readers import read_file
@@ -33,6 +41,7 @@ ENDPOINTS = ("/v1/predict", "/v1/feedback", "/v1/admin/reload")
 ODD_VALUES: list[Any] = [
     None, True, 0, -1, 1e308, -1e308, 10**40, "", " ", "NaN", "inf", "\u0000", "x" * 5000,
     "\ud83d\ude00", [], {}, [1, [2, [3]]], {"a": {"b": {"c": 1}}}, 3.5, "1005", "Peru",
+    1e21, -3e20, "3e38", 3e38, 10**400,
 ]  # fmt: skip
 
 
@@ -73,7 +82,7 @@ def fuzz_server(bundle: Path, requests: int, seconds: float, seed: int) -> dict[
     app = create_app(arms, ServeSettings())
     fields = [f.name for f in arms[0].scorer.fields]
     statuses: dict[str, int] = {}
-    server_errors, crashes, sent = 0, 0, 0
+    server_errors, crashes, sent, nonfinite = 0, 0, 0, 0
     deadline = time.monotonic() + seconds
     with TestClient(app, raise_server_exceptions=False) as client:
         while sent < requests and time.monotonic() < deadline:
@@ -88,9 +97,35 @@ def fuzz_server(bundle: Path, requests: int, seconds: float, seed: int) -> dict[
                 sent += 1
             statuses[str(reply.status_code)] = statuses.get(str(reply.status_code), 0) + 1
             server_errors += reply.status_code >= 500
+            if reply.status_code == 200 and endpoint == "/v1/predict":
+                scores = reply.json()["predictions"]
+                nonfinite += sum(not (isinstance(p, float) and math.isfinite(p)) for p in scores)
         healthy = client.get("/healthz").status_code == 200
     return {"requests": sent, "status_counts": statuses, "5xx": server_errors,
-            "crashes": crashes, "healthy_after": healthy}  # fmt: skip
+            "crashes": crashes, "nonfinite_scores": nonfinite,
+            "healthy_after": healthy}  # fmt: skip
+
+
+def fuzz_hostile_classes(bundle: Path, numeric: Path, seed: int) -> dict[str, Any]:
+    """Each class of issue 18, tried and counted (see fuzz_hostile.py)."""
+    rng = random.Random(seed)
+    plain = TestClient(create_app(load_arms([Arm("default", bundle)]), ServeSettings()))
+    with_numbers = TestClient(create_app(load_arms([Arm("default", numeric)]), ServeSettings()))
+    started = time.monotonic()
+    report = {
+        "1_huge_numbers": fuzz_hostile.huge_numbers(numeric, rng, 300),
+        "2_stalled_connections": fuzz_hostile.stalled_connections(bundle, 60),
+        "3_broken_reloads": fuzz_hostile.broken_reloads(bundle, 4),
+        "4_api_keys": fuzz_hostile.api_keys(),
+        "5_content_types": fuzz_hostile.content_types(plain, rng, 300),
+        "6_floods": fuzz_hostile.floods(plain),
+        "7_invalid_in_micro_batches": fuzz_hostile.invalid_in_batches(bundle, 300),
+        "8_echoed_input": fuzz_hostile.echoes(plain),
+        "9_huge_integers": fuzz_hostile.huge_integers(with_numbers),
+        "10_batch_consistency": fuzz_hostile.batch_consistency(bundle),
+    }
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
 
 
 def fuzz_readers(bundle: Path, files: int, seed: int) -> dict[str, Any]:
@@ -124,6 +159,9 @@ def fuzz_readers(bundle: Path, files: int, seed: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument(
+        "--numeric-bundle", type=Path, help="a run with numeric fields (default: trained)"
+    )
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=120.0)
@@ -131,11 +169,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     started = time.monotonic()
-    report = {
+    report: dict[str, Any] = {
         "server": fuzz_server(args.bundle, args.requests, args.seconds, args.seed),
         "readers": fuzz_readers(args.bundle, args.files, args.seed),
     }
-    report["seconds"] = round(time.monotonic() - started, 1)
+    fuzzed = time.monotonic() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        numeric = args.numeric_bundle
+        has_numbers = any(
+            f.kind == "numeric" for f in load_arms([Arm("x", args.bundle)])[0].scorer.fields
+        )
+        if numeric is None:
+            numeric = args.bundle if has_numbers else fuzz_hostile.numeric_bundle(Path(tmp))
+        report["hostile"] = fuzz_hostile_classes(args.bundle, numeric, args.seed)
+    report["seconds"] = round(fuzzed, 1)
     print(json.dumps(report, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -247,7 +247,12 @@ def _read_json(file: Path, run_dir: Path) -> dict[str, Any]:
         )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+            f"{exc.start}); the run directory is damaged: re-train or restore it"
+        ) from None
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{file} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DataError(f"{file} must hold a JSON object")

@@ -81,7 +81,13 @@ def _config(folder: Path, fmt: str, streaming: bool = True, **train: Any) -> Any
             "fs_hidden_units": [16],
             "num_heads": 2,
         },
-        "train": {"batch_size": 256, "max_epochs": 3, "progress": False, **train},
+        "train": {
+            "batch_size": 256,
+            "max_epochs": 3,
+            "embedding_l2": 0.0,
+            "progress": False,
+            **train,
+        },
     }
     return parse_config(raw, origin="test")
 

@@ -436,5 +436,5 @@ def test_render_yaml_without_stats() -> None:
     assert yaml.safe_load(text) == {
         "data": data,
         "model": {"name": "finalmlp", "embedding_dim": 10},
-        "train": {"batch_size": 4096, "learning_rate": 1.0e-3, "patience": 2},
+        "train": {"batch_size": 4096, "patience": 2},
     }

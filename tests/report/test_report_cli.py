@@ -63,7 +63,9 @@ def _train(
 
 @pytest.fixture(scope="module")
 def finalmlp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    return _train(tmp_path_factory.mktemp("finalmlp"), TINY_FINALMLP, 2, "--no-progress")
+    # uncalibrated (calibration is on by default): the tests below add one by hand
+    folder = tmp_path_factory.mktemp("finalmlp")
+    return _train(folder, TINY_FINALMLP, 2, "--no-progress", train={"calibration": "none"})
 
 
 def test_train_writes_the_report_outside_the_hashed_bundle(finalmlp_run: tuple[Path, str]) -> None:

@@ -383,7 +383,7 @@ def test_reload_under_load_loses_no_request(runs: dict[str, Path], tmp_path: Pat
             tmp_link = tmp_path / "next"
             tmp_link.symlink_to(runs[version])
             os.replace(tmp_link, link)
-            response = client.post("/v1/admin/reload")
+            response = client.post("/v1/admin/reload", json={})
             assert response.status_code == 200
             assert response.json()["arms"][0]["model_version"] == versions[version]
         stop.set()
@@ -400,7 +400,7 @@ def test_a_failed_reload_keeps_serving(runs: dict[str, Path], tmp_path: Path) ->
     client = TestClient(create_app(load_arms([Arm("default", link)]), ServeSettings()))
     link.unlink()
     link.symlink_to(tmp_path)  # not a run directory
-    response = client.post("/v1/admin/reload")
+    response = client.post("/v1/admin/reload", json={})
     assert response.status_code == 409
     assert response.json()["detail"]["message"].startswith(
         "reload failed, still serving the previous models: "

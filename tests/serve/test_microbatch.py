@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from finalmlp.serve.microbatch import MicroBatcher
-from finalmlp.serve.scorer import RecordError
+from finalmlp.serve.scorer import Prepared, RecordError
 
 
 class SlowScorer:
@@ -25,7 +25,11 @@ class SlowScorer:
         self.most_in_flight = 0
         self._lock = threading.Lock()
 
-    def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def score_prepared(self, prepared: Prepared) -> np.ndarray:
+        records = [
+            {k: v[i] for k, v in prepared.columns.items() if v[i] is not None}
+            for i in range(prepared.num_rows)
+        ]
         with self._lock:
             self.calls.append(len(records))
             self.in_flight += 1
@@ -39,8 +43,14 @@ class SlowScorer:
         return np.array([2.0 * r["x"] for r in records])
 
 
+def _prepare(records: Sequence[Mapping[str, Any]]) -> Prepared:
+    """Records as the columns x and bad (None where absent)."""
+    columns = {name: [r.get(name) for r in records] for name in ("x", "bad")}
+    return Prepared(columns, len(records))
+
+
 async def _score_all(batcher: MicroBatcher, scorer: SlowScorer, requests: list[Any]) -> list[Any]:
-    tasks = [batcher.score(scorer, request) for request in requests]  # type: ignore[arg-type]
+    tasks = [batcher.score(scorer, _prepare(r)) for r in requests]  # type: ignore[arg-type]
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 

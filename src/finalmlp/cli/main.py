@@ -131,6 +131,15 @@ def train(
             from finalmlp.tune.tracking import log_training_run
 
             log_training_run(cfg, metrics, out_dir)
+        _warn_probabilities(metrics)
+
+
+def _warn_probabilities(metrics: dict[str, Any]) -> None:
+    """The last lines of `train`: loud when the probabilities are not usable as such."""
+    from finalmlp.train.probability import probability_problems
+
+    for line in probability_problems(metrics):
+        err.print(f"[bold red]WARNING:[/bold red] {escape(line)}", soft_wrap=True)
 
 
 def _print_summary(metrics: dict[str, Any], out_dir: Path) -> None:
@@ -300,19 +309,38 @@ def serve(
     threads: Annotated[
         int, typer.Option(min=1, help="Torch threads per model call (1: best latency).")
     ] = 1,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send a request's headers (408).")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send a body after its headers (408).")
+    ] = 30.0,
+    keep_alive_timeout: Annotated[
+        int, typer.Option(help="Seconds an idle connection is kept open between requests.")
+    ] = 5,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections + requests in flight beyond which: 503.")
+    ] = 512,
 ) -> None:
     """Serve click probabilities over HTTP (FastAPI): /v1/predict, A/B arms, /metrics.
     SIGHUP (or POST /v1/admin/reload) reloads the bundles with no failed requests."""
+    import os
+
     import torch
-    import uvicorn
     from pydantic import ValidationError
 
     from finalmlp.config import format_validation_error
     from finalmlp.errors import ConfigError
     from finalmlp.serve.ab import Arm, parse_arm
     from finalmlp.serve.app import create_app, load_arms
+    from finalmlp.serve.server import serve_forever
     from finalmlp.serve.settings import ServeSettings
 
+    if api_key is None and os.environ.get("FINALMLP_API_KEY") is not None:  # set, but empty
+        raise ConfigError(
+            "FINALMLP_API_KEY is set but empty, which would serve without a key; set it to "
+            "the key, or unset it (unset FINALMLP_API_KEY) to serve without one"
+        )
     if (bundle is None) == (not arm):
         raise ConfigError("give one BUNDLE directory, or --arm NAME=DIR:WEIGHT for each arm")
     arms = [parse_arm(spec) for spec in arm] if arm else [Arm("default", Path(str(bundle)))]
@@ -327,6 +355,10 @@ def serve(
             micro_batch=micro_batch,
             micro_batch_workers=workers,
             reload_on_sighup=True,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keep_alive_timeout_s=keep_alive_timeout,
+            max_connections=max_connections,
         )
     except ValidationError as exc:
         raise ConfigError(f"serve options: {format_validation_error(exc)}") from None
@@ -339,7 +371,7 @@ def serve(
         err.print(f"[yellow]warning:[/yellow] listening on {host}, not only this machine")
     err.print(f"serving on http://{host}:{port} (Ctrl-C stops, SIGHUP reloads)")
     app = create_app(loaded, settings)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    serve_forever(app, host, port, settings)
 
 
 @schema_app.command("infer")
@@ -360,13 +392,27 @@ def schema_infer(
         Path | None,
         typer.Option(help="libsvm: JSON or featindex.txt naming each index's field."),
     ] = None,
+    valid: Annotated[
+        Path | None, typer.Option(help="Validation file: read too, and named in the config.")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option(help="Test file: read too, and named in the config.")
+    ] = None,
 ) -> None:
-    """Propose a YAML config (feature types, cardinalities) from a data file."""
+    """Propose a whole YAML config from a data file (and its valid/test files): feature types
+    and cardinalities, and a model and training settings sized to the number of rows."""
     from finalmlp.features.infer import infer_schema
     from finalmlp.io import atomic_write_text
 
     inferred = infer_schema(
-        file, label=label, fmt=fmt, has_header=header, separator=separator, field_map=field_map
+        file,
+        label=label,
+        fmt=fmt,
+        has_header=header,
+        separator=separator,
+        field_map=field_map,
+        valid=valid,
+        test=test,
     )
     text = inferred.to_yaml()
     if output is None:

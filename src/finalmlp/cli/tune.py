@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 def tune(
     config: Annotated[
         Path,
-        typer.Argument(help="Tune file: base (the config to start from), metric and space."),
+        typer.Argument(
+            help="Tune file: base (the config to start from), metric and space; or, with "
+            "--budget, an experiment config (its data section is searched for)."
+        ),
     ],
     trials: Annotated[
         int, typer.Option(min=1, help="Trials in the study in all; a rerun runs the missing.")
@@ -31,9 +34,20 @@ def tune(
         bool,
         typer.Option("--mlflow", help="Log each trial to MLflow (needs: pip install mlflow)."),
     ] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="With a data config instead of a tune file: search the built-in space over "
+            "LR, DNN, DeepFM, DCNv2 and FinalMLP for this long (10m, 90s, 1h)."
+        ),
+    ] = None,
 ) -> None:
     """Search hyperparameters with Optuna: TPE sampling, median pruning on the validation
     metric after each epoch, the base config as trial 0 (the default to beat).
+
+    No tune file: `finalmlp tune CONFIG --budget 10m` searches a built-in space over LR, DNN,
+    DeepFM, DCNv2 and FinalMLP (each at its defaults first) until the budget is spent, and
+    writes OUT/best.yaml, OUT/best_run/ and OUT/trials.csv (docs/tuning.md).
 
     The tune file (YAML; paths relative to it):
 
@@ -59,6 +73,10 @@ def tune(
     """
     from finalmlp.cli.console import err
     from finalmlp.tune import run_tune
+
+    if budget is not None:
+        _auto(config, out_dir, budget)
+        return
     from finalmlp.tune.tracking import MlflowTracker, require_mlflow
 
     if use_mlflow:
@@ -70,6 +88,36 @@ def tune(
         err.print(f"[yellow]interrupted[/yellow]: rerun the same command to resume {out_dir}")
         raise typer.Exit(130) from None
     print_summary(result)
+
+
+def _auto(config: Path, out_dir: Path, budget: str) -> None:
+    """``--budget``: the built-in search (finalmlp.tune.auto), then the best and its files."""
+    from finalmlp.cli.console import err, out
+    from finalmlp.tune.auto import AUTO_MODELS, auto_tune, parse_budget
+
+    seconds = parse_budget(budget)
+    result = auto_tune(config, out_dir, seconds, log=lambda line: err.print(line, markup=False))
+    done = sum(r["state"] == "COMPLETE" for r in result.trials)
+    out.print(f"{len(result.trials)} trials ({done} finished) in {result.seconds:.0f} s")
+    best = result.best
+    if best is None:
+        out.print("no trial finished within the budget: give a larger --budget")
+        return
+    out.print(
+        f"best: trial {best['trial']}, {best['model']}: valid AUC {best['valid_auc']:.4f} "
+        f"logloss {best['valid_logloss']:.4f}, test AUC {best['test_auc']:.4f} "
+        f"logloss {best['test_logloss']:.4f}",
+        markup=False,
+    )
+    models = {r["model"] for r in result.trials if r["state"] == "COMPLETE"}
+    if len(models) < len(AUTO_MODELS):
+        missing = ", ".join(m for m in AUTO_MODELS if m not in models)
+        out.print(
+            f"[yellow]note:[/yellow] no trial of {missing} finished within the budget, so the "
+            "best is among the others: give a larger --budget to compare every model"
+        )
+    out.print(f"its run: {result.best_run}; its config: {result.best_yaml}", markup=False)
+    out.print(f"train it again: finalmlp train {result.best_yaml}", markup=False)
 
 
 def print_summary(result: TuneResult) -> None:

@@ -226,4 +226,18 @@ def apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
             base.update(event_log_config())
         elif options is not None:
             base["features"] = synthetic_features(options)
-    return {**base, **data}
+    return {**base, **data, **_recipe_labels(base, data)}
+
+
+def _recipe_labels(base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A user's ``labels`` may name a subset of the recipe's tasks (``labels: [income]`` trains
+    that task alone with the recipe's column and label map); ``label`` replaces them all."""
+    if "labels" not in base:
+        return {}
+    if "label" in data and "labels" not in data:
+        return {"labels": None}
+    chosen = data.get("labels")
+    if not isinstance(chosen, list):
+        return {}
+    known = {spec["name"]: spec for spec in base["labels"]}
+    return {"labels": [known.get(item, item) if isinstance(item, str) else item for item in chosen]}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,11 @@ MAX_CATEGORICAL_DISTINCT = 20  # numbers with this few distinct values are categ
 SEQUENCE_FRACTION = 0.2  # share of values that must hold the separator
 SKEW_RATIO = 100.0  # max > 100 x median: heavy tail, propose a log transform
 EVEN_SPREAD_RATIO = 10.0  # max <= 10 x median: integers spread evenly, like ids
+# The 21 smallest distinct integers of a quantity (counts, ages) are nearly consecutive: 0, 1,
+# 2... Codes skip: 33, 35, 39, 161... Over CODE_GAP_RATIO x as wide as their count: codes.
+CODE_GAP_RATIO = 3.0
+SMALL_ROWS = 50_000  # fewer training rows: a smaller model is proposed
+LARGE_ROWS = 1_000_000  # more: a lighter embedding L2
 HASH_SUGGEST_DISTINCT = 1_000_000
 HASH_BUCKETS = 2**20
 MIN_ROWS_FOR_UNIQUE = 20  # below this a column of distinct values is not evidence of a row id
@@ -64,10 +69,17 @@ class InferredSchema:
     data: dict[str, Any]
     stats: dict[str, dict[str, Any]]
     notes: tuple[str, ...] = ()
+    train_rows: int | None = None  # rows of the train file (None: unknown)
+
+    def config(self) -> dict[str, Any]:
+        """The whole proposed config: ``data``, and ``model``/``train`` sized to the data."""
+        return {"data": self.data, **config_skeleton(self.train_rows)}
 
     def to_yaml(self) -> str:
         """The commented YAML config for a user to review."""
-        return render_yaml(self.data, self.stats, notes=self.notes)
+        return render_yaml(
+            self.data, self.stats, notes=self.notes, skeleton=config_skeleton(self.train_rows)
+        )
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,8 @@ def infer_schema(
     separator: str | None = None,
     sample_rows: int = 200_000,
     field_map: Path | None = None,
+    valid: Path | None = None,
+    test: Path | None = None,
 ) -> InferredSchema:
     """Read the head of a CSV/TSV/Parquet/libsvm/libFFM file and propose a data config with
     column stats (for libsvm see :mod:`finalmlp.features.infer_libsvm`).
@@ -131,6 +145,9 @@ def infer_schema(
         separator: field separator of a text file; sniffed from the first lines when None.
         sample_rows: how many rows to read.
         field_map: libsvm only: the JSON or featindex.txt file naming each index's field.
+        valid, test: the validation and test files (CSV/TSV/Parquet): read as train is (each
+            file's header detected), their rows join the sample the columns are typed from,
+            and the data section names them. A file whose columns differ is a DataError.
 
     Raises:
         DataError: the file is missing, empty or unreadable.
@@ -144,10 +161,18 @@ def infer_schema(
 
     sparse = sparse_format(path, fmt)
     if sparse is not None:
-        return infer_sparse_schema(
+        inferred = infer_sparse_schema(
             path, fmt=sparse, field_map=field_map, label=label, sample_rows=sample_rows
         )
+        splits = {name: Path(p) for name, p in (("valid", valid), ("test", test)) if p}
+        return replace(inferred, data=_with_splits(inferred.data, splits))
     frame, layout = _read_sample(path, fmt, has_header, separator, sample_rows)
+    others = _read_others(path, frame, layout, {"valid": valid, "test": test}, sample_rows)
+    notes = (*_sample_notes(path, frame, sample_rows), *layout.notes)
+    notes += tuple(
+        f"{o.height:,} rows of the {name} file typed with them" for name, o in others.items()
+    )
+    frame = pl.concat([frame, *others.values()]) if others else frame
     stats = column_stats(frame)
     label_column, label_note = _choose_label(path, frame, label)
     stats[label_column]["note"] = label_note
@@ -165,9 +190,15 @@ def infer_schema(
             f"its columns are {frame.columns}"
         )
     data = _data_section(path, layout, frame.columns, label_column, features)
-    notes = (*_sample_notes(path, frame, sample_rows), *layout.notes)
+    if others:
+        data = _with_splits(
+            data, {name: Path(p) for name, p in (("valid", valid), ("test", test)) if p}
+        )
     notes += _criteo_note(layout, frame, label_column)
-    return InferredSchema(data=data, stats=stats, notes=notes)
+    rows = frame.height - sum(o.height for o in others.values())
+    if rows >= sample_rows:
+        rows = count_rows(path, layout.fmt, layout.has_header)
+    return InferredSchema(data=data, stats=stats, notes=notes, train_rows=rows)
 
 
 def column_stats(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
@@ -192,6 +223,7 @@ def render_yaml(
     stats: dict[str, dict[str, Any]] | None = None,
     *,
     notes: Sequence[str] = (),
+    skeleton: dict[str, Any] | None = None,
 ) -> str:
     """YAML text for a whole config: ``data:`` as given plus a ``model:``/``train:`` skeleton.
 
@@ -221,12 +253,54 @@ def render_yaml(
     for column, column_stat in stats.items():
         if column not in used:
             lines.append("  " + _comment(_describe(f"dropped {column}", column_stat)))
-    skeleton = {
-        "model": {"name": "finalmlp", "embedding_dim": 10},
-        "train": {"batch_size": 4096, "learning_rate": 1.0e-3, "patience": 2},
-    }
-    lines.append(_dump(skeleton, ""))
+    lines.append(_dump(skeleton or config_skeleton(), ""))
     return "\n".join(lines) + "\n"
+
+
+def config_skeleton(train_rows: int | None = None) -> dict[str, Any]:
+    """The ``model:`` and ``train:`` sections proposed beside an inferred ``data:``, sized to
+    the training rows (None: unknown, the defaults).
+
+    - ``batch_size``: the largest power of 2 giving at least 40 steps per epoch, from 256 to
+      4096 (4096 on Frappe's 203k rows; with 4096 on 10k rows an epoch is 2 steps and the
+      model stops before it learns: docs/reliability.md);
+    - below 50k rows a FinalMLP of half the width (fewer parameters than rows to fit);
+    - from 1M rows ``embedding_l2: 1e-5``, BARS's Criteo/Avazu setting: the per-model
+      default (0.05, Frappe's) penalises whole tables of millions of ids every step.
+
+    ``learning_rate`` and (below 1M rows) ``embedding_l2`` are left to the model's defaults
+    (docs/models.md), so another ``model.name`` takes its own.
+    """
+    model: dict[str, Any] = {"name": "finalmlp", "embedding_dim": 10}
+    train: dict[str, Any] = {"batch_size": 4096, "patience": 2}
+    if train_rows is None:
+        return {"model": model, "train": train}
+    batch = 256
+    while batch * 2 <= min(4096, train_rows / 40):
+        batch *= 2
+    train["batch_size"] = batch
+    if train_rows < SMALL_ROWS:
+        model.update(
+            mlp1={"hidden_units": [200], "dropout": 0.4, "batch_norm": True},
+            mlp2={"hidden_units": [50], "dropout": 0.4, "batch_norm": True},
+            fs_hidden_units=[200],
+        )
+    if train_rows >= LARGE_ROWS:
+        train["embedding_l2"] = 1e-5
+    return {"model": model, "train": train}
+
+
+def count_rows(path: Path, layout_fmt: str, has_header: bool) -> int:
+    """Data rows of a file: Parquet's metadata, else its lines (less the header)."""
+    if layout_fmt == "parquet":
+        return pl.scan_parquet(path).select(pl.len()).collect().item()
+    lines, last = 0, b"\n"
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 24):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"  # a last line without a newline
+    return max(lines - int(has_header), 0)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -255,6 +329,45 @@ def _read_sample(
     if frame.height == 0:
         raise DataError(f"{path} has no data rows")
     return frame, layout
+
+
+def _read_others(
+    train: Path,
+    frame: pl.DataFrame,
+    layout: _Layout,
+    files: dict[str, Path | None],
+    rows: int,
+) -> dict[str, pl.DataFrame]:
+    """The valid/test samples, read with train's format and separator (their header detected),
+    with train's column names; DataError when a file has other columns."""
+    out = {}
+    for split, file in files.items():
+        if file is None:
+            continue
+        fmt = layout.fmt if layout.fmt in ("csv", "tsv", "parquet") else None
+        other, other_layout = _read_sample(Path(file), fmt, None, layout.separator, rows)
+        names = list(other.columns)
+        if layout.fmt != "parquet" and not other_layout.has_header:
+            names = list(frame.columns)[: other.width]
+        if other.width != frame.width or (other_layout.has_header and names != frame.columns):
+            raise DataError(
+                f"the {split} file {file} has columns {list(other.columns)[:50]}, the train "
+                f"file {train} {frame.columns[:50]}; give files of the same columns"
+            )
+        out[split] = other.rename(dict(zip(other.columns, frame.columns, strict=True)))
+    return out
+
+
+def _with_splits(data: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
+    """The data section with valid/test files after train (header detected per file)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out[key] = value
+        if key == "train":
+            out.update({split: str(p.resolve()) for split, p in files.items()})
+    if "has_header" in out:
+        out["has_header"] = "auto"  # per file: a header in one and not another is fine
+    return out
 
 
 def _detect_layout(path: Path, fmt: str | None, separator: str | None) -> _Layout:
@@ -448,6 +561,14 @@ def _categorical_number_reason(name: str, text: pl.Series, numbers: pl.Series) -
         return "integers too large for float64: ids"
     if low >= 0 and median > 0 and high <= EVEN_SPREAD_RATIO * median:
         return f"integers spread evenly over {low:.0f}..{high:.0f} (no heavy tail): like ids"
+    smallest = numbers.unique().sort().head(MAX_CATEGORICAL_DISTINCT + 1)
+    span = float(smallest[-1] - smallest[0]) + 1
+    if span > CODE_GAP_RATIO * smallest.len():
+        shown = ", ".join(f"{v:.0f}" for v in smallest.head(4))
+        return (
+            f"integers with gaps even among the smallest values ({shown}, ...): codes, such "
+            "as ad-slot ids, not quantities"
+        )
     return None
 
 

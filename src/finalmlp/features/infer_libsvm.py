@@ -114,7 +114,8 @@ def infer_sparse_schema(
     counted = f"from {path.name}: {frame.height:,} lines x {frame.width - 1} fields sampled"
     if not sample.complete:
         counted += " (the first lines only; later lines may hold other indices)"
-    return InferredSchema(data=data, stats=stats, notes=(counted, *notes))
+    rows = frame.height if sample.complete else None
+    return InferredSchema(data=data, stats=stats, notes=(counted, *notes), train_rows=rows)
 
 
 # ----------------------------------------------------------------------------- reading

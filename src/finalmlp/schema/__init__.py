@@ -22,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
 from finalmlp.schema.history import Condition, HistoryOptions, Join
 from finalmlp.schema.models import (
+    MODEL_TRAIN_DEFAULTS,
     AutoIntConfig,
     DCNConfig,
     DCNv2Config,
@@ -629,14 +630,40 @@ class TrainConfig(StrictModel):
     distributed_timeout_s: float = Field(1800.0, gt=0)
     progress: bool = True
     # Post-hoc calibration fitted on the validation split after training, stored in the run
-    # (calibration.json) and applied wherever it scores (see finalmlp.calibration).
-    calibration: Literal["none", "platt", "isotonic"] = "none"
+    # (calibration.json) and applied wherever it scores (see finalmlp.calibration). Platt by
+    # default: measured in docs/reliability.md (issue 16), it turns probabilities worse than
+    # the base rate into usable ones and leaves AUC as it is.
+    calibration: Literal["none", "platt", "isotonic"] = "platt"
+    # Keep as the best checkpoint one whose validation logloss beats predicting the training
+    # click rate for every row, whenever one does (see finalmlp.train.probability). Off by
+    # default: measured in docs/reliability.md, it changed no pick once Platt is on.
+    keep_better_than_base_rate: bool = False
 
 
 class ExperimentConfig(StrictModel):
     data: DataConfig
     model: ModelConfig = FinalMLPConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_train_defaults(cls, raw: Any) -> Any:
+        """The model's own training defaults (MODEL_TRAIN_DEFAULTS) for every key ``train:``
+        does not set: switching ``model.name`` switches them too, a set key always wins."""
+        if not isinstance(raw, Mapping):
+            return raw
+        model = raw.get("model")
+        name = model.get("name") if isinstance(model, Mapping) else getattr(model, "name", None)
+        defaults = MODEL_TRAIN_DEFAULTS.get(str(name) if model is not None else "finalmlp")
+        if defaults is None:
+            return raw  # an unknown model: its validation says so
+        train = raw.get("train", {})
+        if isinstance(train, TrainConfig):
+            missing = {k: v for k, v in defaults.items() if k not in train.model_fields_set}
+            return {**raw, "train": train.model_copy(update=missing)}
+        if isinstance(train, Mapping):
+            return {**raw, "train": {**defaults, **train}}
+        return raw
 
     @field_validator("model")
     @classmethod

@@ -8,9 +8,10 @@ A request goes to the arm whose cumulative-weight interval holds ``u = blake2b(k
 the same key (a user id) always lands on the same arm, in every process and after restarts, and
 over many keys the split follows the weights. Requests without a key draw ``u`` at random.
 
-The log is JSON lines, one per scored request (its predictions) and one per feedback (its 0/1
-outcomes), flushed and fsynced as written; :class:`ABLog` replays it on start, so counts survive
-a restart. A crash mid-write leaves at most a truncated last line, which is dropped on start.
+The log is JSON lines, one per scored request (its predictions; per task for a model of several
+tasks) and one per feedback (its 0/1 outcomes), flushed and fsynced as written; :class:`ABLog`
+replays it on start, so counts survive a restart. A crash mid-write leaves at most a truncated
+last line, which is dropped on start.
 """
 
 from __future__ import annotations
@@ -25,26 +26,39 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
+from finalmlp.errors import ConfigError, DataError
+from finalmlp.serve.ab_counts import (
+    ArmCounts,
+    FeedbackError,
+    UnknownRequestError,
+    add_vs_control,
+    arm_summary,
+    check_outcomes,
+    from_json,
+    json_number,
+    parse_line,
+    two_proportion_test,
+)
 
-from finalmlp.errors import ConfigError, DataError, FinalMLPError
-from finalmlp.metrics import roc_auc
+__all__ = [
+    "ABLog",
+    "Arm",
+    "FeedbackError",
+    "UnknownRequestError",
+    "choose_arm",
+    "key_position",
+    "normalize_arms",
+    "parse_arm",
+    "two_proportion_test",
+]
 
 logger = logging.getLogger(__name__)
 MAX_PENDING = 1_000_000  # impressions kept waiting for feedback (oldest requests dropped first)
-
-
-class FeedbackError(FinalMLPError, ValueError):
-    """Feedback that cannot be recorded (the HTTP service answers 422)."""
-
-
-class UnknownRequestError(FeedbackError):
-    """Feedback for a request id that was never scored, or whose wait expired (HTTP 404)."""
 
 
 @dataclass(frozen=True)
@@ -128,21 +142,20 @@ def choose_arm(arms: Sequence[Arm], key: str | None, rng: random.Random | None =
 
 
 # ----------------------------------------------------------------------------- log
-@dataclass
-class _ArmCounts:
-    requests: int = 0
-    impressions: int = 0
-    predictions: array[float] = field(default_factory=lambda: array("d"))  # with feedback
-    outcomes: array[int] = field(default_factory=lambda: array("b"))
+Outcomes = Sequence[int | Mapping[str, int | None]]
 
 
 class ABLog:
-    """Impressions and outcomes per arm, in memory and in an append-only JSONL file.
+    """Impressions and outcomes per arm (and task), in memory and in an append-only JSONL file.
+
+    A one-task model's predictions and outcomes are numbers (one per record); a model of
+    several tasks logs one ``{task: probability}`` per record and takes one ``{task: 0, 1 or
+    null}`` per record as outcomes (null or absent: not observed for that task).
 
     Args:
         path: the log file (created if missing, replayed if present); None keeps memory only.
         max_pending: impressions remembered for feedback; the oldest requests expire first
-            (memory: about 8 bytes each, and 9 per impression with feedback).
+            (memory: about 8 bytes per task each, and 9 per impression and task with feedback).
 
     Raises:
         DataError: a line before the last one is not a valid log record.
@@ -152,8 +165,11 @@ class ABLog:
         self.path = Path(path) if path is not None else None
         self.max_pending = max_pending
         self._lock = threading.Lock()
-        self._arms: dict[str, _ArmCounts] = {}
-        self._pending: OrderedDict[str, tuple[str, array[float]]] = OrderedDict()
+        self._arms: dict[str, ArmCounts] = {}
+        # request id -> (arm, tasks or None, predictions: records x tasks, flattened)
+        self._pending: OrderedDict[str, tuple[str, tuple[str, ...] | None, array[float]]] = (
+            OrderedDict()
+        )
         self._pending_impressions = 0
         self._file: TextIO | None = None
         if self.path is not None:
@@ -171,56 +187,79 @@ class ABLog:
                 self._file.close()
                 self._file = None
 
-    def log_impressions(self, request_id: str, arm: str, predictions: Sequence[float]) -> None:
-        """Record that ``arm`` served ``predictions`` (one per impression) for a request."""
-        values = [float(p) for p in predictions]
-        record = {"type": "impressions", "request_id": request_id, "arm": arm}
+    def log_impressions(
+        self,
+        request_id: str,
+        arm: str,
+        predictions: Sequence[float] | Sequence[Sequence[float]],
+        tasks: Sequence[str] | None = None,
+    ) -> None:
+        """Record that ``arm`` served ``predictions`` for a request: one number per impression,
+        or with ``tasks`` one row of len(tasks) numbers per impression. A number that is not
+        finite is logged as null (never NaN, which is not JSON) and left out of the report."""
+        record: dict[str, Any] = {"type": "impressions", "request_id": request_id, "arm": arm}
+        if tasks is None:
+            values = [float(p) for p in predictions]  # type: ignore[arg-type]
+            record["predictions"] = [json_number(v) for v in values]
+        else:
+            names = tuple(tasks)
+            rows = [[float(v) for v in row] for row in predictions]  # type: ignore[union-attr]
+            if any(len(row) != len(names) for row in rows):
+                raise ValueError(f"each impression needs one prediction per task {list(names)}")
+            values = [v for row in rows for v in row]
+            record["tasks"] = list(names)
+            record["predictions"] = [
+                {n: json_number(v) for n, v in zip(names, row, strict=True)} for row in rows
+            ]
         with self._lock:
-            self._write({**record, "predictions": values, "time": time.time()})
-            self._apply_impressions(request_id, arm, values)
+            self._write({**record, "time": time.time()})
+            self._apply_impressions(request_id, arm, values, None if tasks is None else names)
 
-    def log_feedback(self, request_id: str, outcomes: Sequence[int]) -> str:
-        """Record the 0/1 outcomes of a scored request, in its record order; returns its arm.
+    def log_feedback(self, request_id: str, outcomes: Outcomes) -> str:
+        """Record the outcomes of a scored request, in its record order; returns its arm.
 
         Raises:
             UnknownRequestError: the request id is unknown, already answered, or expired.
-            FeedbackError: outcomes are not 0/1, or their count differs from the predictions'.
+            FeedbackError: outcomes that are not 0/1 (or, for several tasks, objects of the
+                request's tasks with 0, 1 or null), or their count differs from the records'.
         """
         values = list(outcomes)
-        if not all(_is_outcome(v) for v in values):
-            raise FeedbackError(f"outcomes must be 0 or 1, got {values!r}")
         with self._lock:
-            arm, predictions = self._pending_request(request_id)
-            if len(values) != len(predictions):
+            arm, tasks, predictions = self._pending_request(request_id)
+            normalized = check_outcomes(request_id, values, tasks)
+            records = len(predictions) // (len(tasks) if tasks else 1)
+            if len(values) != records:
                 raise FeedbackError(
-                    f"request {request_id!r} scored {len(predictions)} records but "
+                    f"request {request_id!r} scored {records} records but "
                     f"{len(values)} outcomes came; send one outcome per record, in order"
                 )
-            record = {"type": "feedback", "request_id": request_id, "outcomes": values}
+            record = {"type": "feedback", "request_id": request_id, "outcomes": normalized}
             self._write({**record, "time": time.time()})
-            self._apply_feedback(request_id, values)
+            self._apply_feedback(request_id, normalized)
             return arm
 
-    def report(self, arm_order: Sequence[str] = ()) -> dict[str, Any]:
+    def report(
+        self, arm_order: Sequence[str] = (), arm_tasks: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, Any]:
         """Per arm: requests, impressions, feedback, clicks, ctr, mean predicted CTR, AUC, and
-        for each arm after the first a two-proportion z-test of its CTR against the first's.
+        for each arm after the first a two-proportion z-test of its CTR against the first's;
+        for an arm of several tasks (in ``arm_tasks``, or logged so) these per task, under
+        ``tasks``.
 
         CTR, mean predicted CTR and AUC are over impressions with feedback; undefined values
         (no feedback, a single class) are None.
         """
+        arm_tasks = arm_tasks or {}
         with self._lock:
             names = list(dict.fromkeys([*arm_order, *self._arms]))
-            arms = {n: _arm_summary(self._arms.get(n, _ArmCounts())) for n in names}
-        for name in names[1:]:
-            control, arm = arms[names[0]], arms[name]
-            z, p = two_proportion_test(
-                control["clicks"], control["feedback"], arm["clicks"], arm["feedback"]
-            )
-            arm["vs_control"] = {"control": names[0], "z": z, "p_value": p}
+            arms = {
+                n: arm_summary(self._arms.get(n, ArmCounts()), arm_tasks.get(n, ())) for n in names
+            }
+        add_vs_control(arms, names)
         return {"arms": arms}
 
     # ------------------------------------------------------------------ internals
-    def _pending_request(self, request_id: str) -> tuple[str, array[float]]:
+    def _pending_request(self, request_id: str) -> tuple[str, tuple[str, ...] | None, array[float]]:
         entry = self._pending.get(request_id)
         if entry is None:
             raise UnknownRequestError(
@@ -230,27 +269,40 @@ class ABLog:
             )
         return entry
 
-    def _apply_impressions(self, request_id: str, arm: str, predictions: list[float]) -> None:
-        counts = self._arms.setdefault(arm, _ArmCounts())
+    def _apply_impressions(
+        self, request_id: str, arm: str, values: list[float], tasks: tuple[str, ...] | None
+    ) -> None:
+        records = len(values) // (len(tasks) if tasks else 1)
+        counts = self._arms.setdefault(arm, ArmCounts())
         counts.requests += 1
-        counts.impressions += len(predictions)
-        self._pending[request_id] = (arm, array("d", predictions))
-        self._pending_impressions += len(predictions)
+        counts.impressions += records
+        self._pending[request_id] = (arm, tasks, array("d", values))
+        self._pending_impressions += records
         while self._pending_impressions > self.max_pending and len(self._pending) > 1:
-            _, (_, dropped) = self._pending.popitem(last=False)
-            self._pending_impressions -= len(dropped)
+            _, (_, dropped_tasks, dropped) = self._pending.popitem(last=False)
+            self._pending_impressions -= len(dropped) // (len(dropped_tasks or ()) or 1)
 
-    def _apply_feedback(self, request_id: str, outcomes: list[int]) -> None:
-        arm, predictions = self._pending.pop(request_id)
-        self._pending_impressions -= len(predictions)
-        counts = self._arms.setdefault(arm, _ArmCounts())
-        counts.predictions.extend(predictions)
-        counts.outcomes.extend(outcomes)
+    def _apply_feedback(self, request_id: str, outcomes: list[Any]) -> None:
+        arm, tasks, predictions = self._pending.pop(request_id)
+        counts = self._arms.setdefault(arm, ArmCounts())
+        if tasks is None:
+            self._pending_impressions -= len(predictions)
+            task = counts.task(None)
+            task.predictions.extend(predictions)
+            task.outcomes.extend(outcomes)
+            return
+        self._pending_impressions -= len(predictions) // len(tasks)
+        width = len(tasks)
+        for row, outcome in enumerate(outcomes):
+            for column, name in enumerate(tasks):
+                value = outcome.get(name)
+                if value is not None:
+                    counts.task(name).add(predictions[row * width + column], value)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -264,7 +316,7 @@ class ABLog:
         for number, line in enumerate(lines, start=1):
             is_last = number == len(lines)
             if line.strip():
-                record = _parse_line(line)
+                record = parse_line(line)
                 if record is None and is_last:  # a write cut short by a crash: drop it
                     logger.warning("%s: dropping a truncated last line", path)
                     break
@@ -286,73 +338,23 @@ class ABLog:
         """Replay one parsed line; False when it is inconsistent with what came before."""
         request_id = record["request_id"]
         if record["type"] == "impressions":
-            self._apply_impressions(request_id, record["arm"], record["predictions"])
+            tasks = record.get("tasks")
+            if tasks is None:
+                values = [from_json(v) for v in record["predictions"]]
+                self._apply_impressions(request_id, record["arm"], values, None)
+            else:
+                values = [from_json(row.get(t)) for row in record["predictions"] for t in tasks]
+                self._apply_impressions(request_id, record["arm"], values, tuple(tasks))
             return True
         entry = self._pending.get(request_id)
         if entry is None:  # feedback for a request that expired from memory
             return True
-        if len(entry[1]) != len(record["outcomes"]):
+        _, tasks, predictions = entry
+        try:
+            outcomes = check_outcomes(request_id, record["outcomes"], tasks)
+        except FeedbackError:
             return False
-        self._apply_feedback(request_id, record["outcomes"])
+        if len(predictions) // (len(tasks) if tasks else 1) != len(outcomes):
+            return False
+        self._apply_feedback(request_id, outcomes)
         return True
-
-
-def _parse_line(line: bytes) -> dict[str, Any] | None:
-    """A log record, or None for a line that is not one (torn, edited, another file)."""
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("request_id"), str):
-        return None
-    kind = record.get("type")
-    if kind == "impressions" and isinstance(record.get("arm"), str):
-        values, valid = record.get("predictions"), _is_number
-    elif kind == "feedback":
-        values, valid = record.get("outcomes"), _is_outcome
-    else:
-        return None
-    return record if isinstance(values, list) and all(valid(v) for v in values) else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_outcome(value: Any) -> bool:
-    return _is_number(value) and value in (0, 1)
-
-
-def _arm_summary(counts: _ArmCounts) -> dict[str, Any]:
-    labelled = len(counts.outcomes)
-    outcomes = np.frombuffer(counts.outcomes, dtype=np.int8).copy()  # no view: arrays grow
-    predictions = np.frombuffer(counts.predictions, dtype=np.float64).copy()
-    clicks = int(outcomes.sum(dtype=np.int64))
-    auc = roc_auc(outcomes, predictions) if labelled else None
-    return {
-        "requests": counts.requests,
-        "impressions": counts.impressions,
-        "feedback": labelled,
-        "clicks": clicks,
-        "ctr": clicks / labelled if labelled else None,
-        "mean_predicted_ctr": float(predictions.mean()) if labelled else None,
-        "auc": auc if auc is not None and math.isfinite(auc) else None,
-    }
-
-
-def two_proportion_test(
-    clicks_a: int, n_a: int, clicks_b: int, n_b: int
-) -> tuple[float | None, float | None]:
-    """Pooled two-proportion z-test of CTR_b - CTR_a: ``(z, two-sided p)``, None when undefined.
-
-    ``z = (p_b - p_a) / sqrt(p (1 - p) (1/n_a + 1/n_b))`` with the pooled ``p``, and
-    ``p-value = erfc(|z| / sqrt(2))``.
-    """
-    if n_a == 0 or n_b == 0:
-        return None, None
-    pooled = (clicks_a + clicks_b) / (n_a + n_b)
-    variance = pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b)
-    if variance <= 0.0:
-        return None, None
-    z = (clicks_b / n_b - clicks_a / n_a) / math.sqrt(variance)
-    return z, math.erfc(abs(z) / math.sqrt(2.0))

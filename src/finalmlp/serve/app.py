@@ -3,7 +3,9 @@
 ::
 
     POST /v1/predict        {"records": [{field: value}], "key": "user-7"}  -> predictions, arm
+                            (a run of several tasks: one {task: probability} per record)
     POST /v1/feedback       {"request_id": ..., "outcomes": [0, 1, ...]}    -> recorded
+                            (several tasks: one {task: 0/1/null} per record)
     GET  /v1/ab             per-arm impressions, clicks, CTR, calibration, AUC, z-test
     GET  /v1/model          per arm: version, schema fields, calibration, metrics
     POST /v1/admin/reload   load every arm's bundle again and swap (SIGHUP does the same)
@@ -12,7 +14,9 @@
 Each arm scores through its own bundle's calibration (calibration.json), when it has one.
 
 Client mistakes always get a 4xx with ``{"detail": {"message": ...}}`` (and ``record``/
-``field`` for a record that cannot be scored); request data is never used as a path.
+``field`` for a record that cannot be scored); request data is never used as a path. Bodies are
+read, checked and parsed by :mod:`finalmlp.serve.bodies`; each request is validated before it
+joins a micro-batch, and no score that is NaN or infinite is ever answered (a 422 instead).
 """
 
 from __future__ import annotations
@@ -28,28 +32,36 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import anyio.to_thread
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect
 
 from finalmlp.bundle import load_run
 from finalmlp.errors import ConfigError, DataError, FinalMLPError
 from finalmlp.serve.ab import ABLog, Arm, UnknownRequestError, choose_arm, normalize_arms
+from finalmlp.serve.bodies import (
+    FeedbackRequest,
+    FeedbackResponse,
+    PredictRequest,
+    PredictResponse,
+    error,
+    parse_bounded,
+    read_body,
+    require_json,
+)
 from finalmlp.serve.metrics import MetricsMiddleware, ServiceMetrics
 from finalmlp.serve.microbatch import MicroBatcher
 from finalmlp.serve.rowwise import RowScorer
-from finalmlp.serve.scorer import RecordError, Scorer, UnknownFields
+from finalmlp.serve.scorer import Prepared, RecordError, Scorer, UnknownFields, clip_text
 from finalmlp.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 VERSION_CHARS = 12  # model_version: this many hex digits of the bundle's content hash
-BodyT = TypeVar("BodyT", bound=BaseModel)
+PREPARE_INLINE_ROWS = 64  # requests up to this many records are validated on the event loop
 
 
 # ----------------------------------------------------------------------------- arms
@@ -103,34 +115,6 @@ def _manifest_hash(path: Path) -> str:
         return ""  # load_run names what is wrong
 
 
-# ----------------------------------------------------------------------------- bodies
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    records: list[Any] = Field(min_length=1, description="Raw feature values, one per row.")
-    key: str | int | None = Field(None, description="Sticky A/B key, e.g. the user id.")
-
-
-class PredictResponse(BaseModel):
-    predictions: list[float]
-    arm: str
-    request_id: str
-    model_version: str
-
-
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    request_id: str = Field(max_length=64)
-    outcomes: list[Annotated[int, Field(ge=0, le=1)]] = Field(min_length=1)
-
-
-class FeedbackResponse(BaseModel):
-    request_id: str
-    arm: str
-    recorded: int
-
-
 # ----------------------------------------------------------------------------- service
 class Service:
     """What the endpoints share: the arms (swapped whole on reload), log, batcher, metrics."""
@@ -168,9 +152,21 @@ class Service:
         return next(a for a in arms if a.arm is chosen)
 
     async def score(self, bundle: ArmBundle, records: list[Any]) -> np.ndarray:
+        """Probabilities (N, T): validated here (RecordError), then scored (micro-batched),
+        then checked to be finite (RecordError naming the field)."""
+        scorer = bundle.scorer
+        if len(records) <= PREPARE_INLINE_ROWS:  # microseconds: no thread hop
+            prepared = scorer.prepare(records)
+        else:
+            prepared = await anyio.to_thread.run_sync(scorer.prepare, records)
+        scores = await self._score_prepared(scorer, prepared)
+        scorer.check_finite(prepared, scores)
+        return scores
+
+    async def _score_prepared(self, scorer: Scorer, prepared: Prepared) -> np.ndarray:
         if self.settings.micro_batch:
-            return await self.batcher.score(bundle.scorer, records)
-        return await anyio.to_thread.run_sync(bundle.scorer.score_records, records)
+            return await self.batcher.score(scorer, prepared)
+        return await anyio.to_thread.run_sync(scorer.score_prepared, prepared)
 
     async def reload(self) -> list[dict[str, Any]]:
         """Load every arm's bundle again, then swap them in at once; in-flight requests end on
@@ -181,9 +177,11 @@ class Service:
                 new = await anyio.to_thread.run_sync(
                     load_arms, [a.arm for a in old], self.settings.unknown_fields
                 )
-            except FinalMLPError:
+            except Exception as exc:  # every failure counts, and is a reason, never a 500
                 self.metrics.reloads.labels("failed").inc()
-                raise
+                if isinstance(exc, FinalMLPError):
+                    raise
+                raise DataError(f"{type(exc).__name__}: {clip_text(str(exc), 300)}") from exc
             self.arms = new
             self.metrics.set_models(new)
             self.metrics.reloads.labels("ok").inc()
@@ -223,54 +221,29 @@ async def require_api_key(request: Request, service: ServiceDep) -> None:
         return
     given = request.headers.get("x-api-key", "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise _error(401, "missing or wrong API key: send it in the X-API-Key header")
-
-
-def _error(status: int, message: str, **extra: Any) -> HTTPException:
-    return HTTPException(status, detail={"message": message, **extra})
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (declared or actually sent)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _error(413, f"request body of {int(declared):,} bytes is over the {limit:,} limit")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _error(413, f"request body is over the {limit:,} byte limit")
-            chunks.append(chunk)
-    except ClientDisconnect:  # nobody reads the answer
-        raise _error(400, "the client disconnected before sending the whole body") from None
-    return b"".join(chunks)
-
-
-def parse_body(model: type[BodyT], body: bytes) -> BodyT:
-    """Validate a JSON body; malformed JSON or a wrong shape is a 422 naming where."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False, include_input=False)[:5]:
-            where = ".".join(str(p) for p in error["loc"]) or "body"
-            problems.append(f"{where}: {error['msg']}")
-        raise _error(422, "; ".join(problems)) from None
+        raise error(401, "missing or wrong API key: send it in the X-API-Key header")
 
 
 # ----------------------------------------------------------------------------- routes
 router = APIRouter()
 Protected = [Depends(require_api_key)]
+ProtectedPost = [Depends(require_api_key), Depends(require_json)]
 
 
-@router.post("/v1/predict", response_model=PredictResponse, dependencies=Protected)
+@router.post(
+    "/v1/predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    dependencies=ProtectedPost,
+)
 async def predict(request: Request, service: ServiceDep) -> PredictResponse:
-    """Click probabilities for raw records, in order, from the arm this request goes to."""
+    """Probabilities for raw records, in order, from the arm this request goes to: one number
+    per record for a one-task run, one ``{task: probability}`` per record for several tasks."""
     settings = service.settings
-    payload = parse_body(PredictRequest, await read_body(request, settings.max_body_bytes))
+    body = await read_body(request, settings.max_body_bytes)
+    payload = await parse_bounded(PredictRequest, body, "records", settings.max_batch)
     if len(payload.records) > settings.max_batch:
-        raise _error(
+        raise error(
             413,
             f"{len(payload.records):,} records is over the limit of {settings.max_batch:,} "
             "per request; split the request",
@@ -281,29 +254,39 @@ async def predict(request: Request, service: ServiceDep) -> PredictResponse:
     except (ValueError, OverflowError) as exc:
         if isinstance(exc, RecordError):
             raise
-        raise _error(422, f"a record could not be scored: {exc}") from None
-    predictions = scores[:, 0].tolist()  # one task (several: see the task-aware reply)
+        raise error(422, f"a record could not be scored: {clip_text(str(exc), 300)}") from None
+    tasks = bundle.scorer.tasks
+    rows = scores.tolist()
     request_id = uuid.uuid4().hex
+    logged = [row[0] for row in rows] if len(tasks) == 1 else rows
+    log_tasks = None if len(tasks) == 1 else tasks
     if service.ab_log.persistent:  # fsync: off the event loop
         await anyio.to_thread.run_sync(
-            service.ab_log.log_impressions, request_id, bundle.name, predictions
+            service.ab_log.log_impressions, request_id, bundle.name, logged, log_tasks
         )
     else:
-        service.ab_log.log_impressions(request_id, bundle.name, predictions)
-    service.metrics.observe_predict(bundle.name, len(predictions))
+        service.ab_log.log_impressions(request_id, bundle.name, logged, log_tasks)
+    service.metrics.observe_predict(bundle.name, len(rows))
+    if len(tasks) == 1:
+        return PredictResponse(
+            predictions=logged, arm=bundle.name, request_id=request_id, model_version=bundle.version
+        )
     return PredictResponse(
-        predictions=predictions,
+        predictions=[dict(zip(tasks, row, strict=True)) for row in rows],
+        tasks=tasks,
         arm=bundle.name,
         request_id=request_id,
         model_version=bundle.version,
     )
 
 
-@router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=Protected)
+@router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=ProtectedPost)
 async def feedback(request: Request, service: ServiceDep) -> FeedbackResponse:
-    """Record the outcomes (1 click, 0 no click) of a scored request, one per record."""
-    body = await read_body(request, service.settings.max_body_bytes)
-    payload = parse_body(FeedbackRequest, body)
+    """Record the outcomes (1 click, 0 no click) of a scored request, one per record; for a run
+    of several tasks one ``{task: 0, 1 or null}`` per record (null or absent: not observed)."""
+    settings = service.settings
+    body = await read_body(request, settings.max_body_bytes)
+    payload = await parse_bounded(FeedbackRequest, body, "outcomes", settings.max_batch)
     arm = await anyio.to_thread.run_sync(
         service.ab_log.log_feedback, payload.request_id, payload.outcomes
     )
@@ -314,17 +297,21 @@ async def feedback(request: Request, service: ServiceDep) -> FeedbackResponse:
 @router.get("/v1/ab", dependencies=Protected)
 async def ab_report(service: ServiceDep) -> dict[str, Any]:
     """Per arm: requests, impressions, feedback, clicks, CTR, mean predicted CTR, AUC, and a
-    two-proportion z-test of each arm's CTR against the first arm's."""
-    return service.ab_log.report([a.name for a in service.arms])
+    two-proportion z-test of each arm's CTR against the first arm's (per task under ``tasks``
+    for a run of several tasks)."""
+    arms = service.arms
+    tasks = {a.name: a.scorer.tasks for a in arms if len(a.scorer.tasks) > 1}
+    return service.ab_log.report([a.name for a in arms], tasks)
 
 
-@router.post("/v1/admin/reload", dependencies=Protected)
-async def admin_reload(service: ServiceDep) -> dict[str, Any]:
+@router.post("/v1/admin/reload", dependencies=ProtectedPost)
+async def admin_reload(request: Request, service: ServiceDep) -> dict[str, Any]:
     """Load every arm's bundle again from its directory and swap the models atomically."""
+    await read_body(request, service.settings.max_body_bytes)  # unused, but checked as all are
     try:
         return {"arms": await service.reload()}
     except FinalMLPError as exc:
-        raise _error(409, f"reload failed, still serving the previous models: {exc}") from None
+        raise error(409, f"reload failed, still serving the previous models: {exc}") from None
 
 
 @router.get("/v1/model")
@@ -345,6 +332,7 @@ def _describe(bundle: ArmBundle) -> dict[str, Any]:
         "model_version": bundle.version,
         "content_sha256": bundle.content_sha256,
         "model": run.config.model.name,
+        "tasks": run.tasks,
         "calibration": run.calibration.method if run.calibration is not None else None,
         "rowwise_encoding": bundle.rowwise,
         "fields": [
@@ -396,11 +384,12 @@ def create_app(arms: list[ArmBundle], settings: ServeSettings) -> FastAPI:
 
 
 async def _reload_logged(service: Service) -> None:
+    """SIGHUP: reload, and say in one log line what happened (a failure names its reason)."""
     try:
         for arm in await service.reload():
             logger.warning("reloaded arm %s: %s", arm["arm"], arm["model_version"])
-    except FinalMLPError as exc:
-        logger.error("reload failed, still serving the previous models: %s", exc)
+    except Exception as exc:  # a signal handler's task: nobody else would see it
+        logger.error("reload on SIGHUP failed, still serving the previous models: %s", exc)
 
 
 async def _record_error(request: Request, exc: Exception) -> JSONResponse:

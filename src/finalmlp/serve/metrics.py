@@ -104,9 +104,16 @@ class ServiceMetrics:
         self.arm_requests.labels(arm).inc()
         self.impressions.labels(arm).inc(rows)
 
-    def observe_feedback(self, arm: str, outcomes: Sequence[int]) -> None:
-        self.feedback.labels(arm).inc(len(outcomes))
-        self.clicks.labels(arm).inc(sum(outcomes))
+    def observe_feedback(self, arm: str, outcomes: Sequence[Any]) -> None:
+        """Outcomes: 0/1 numbers, or ``{task: 0, 1 or None}`` (each observed task counts)."""
+        values = [
+            v
+            for o in outcomes
+            for v in (o.values() if isinstance(o, dict) else (o,))
+            if v is not None
+        ]
+        self.feedback.labels(arm).inc(len(values))
+        self.clicks.labels(arm).inc(sum(values))
 
     def observe_batch(self, rows: int, requests: int) -> None:
         self.batch_rows.observe(rows)

@@ -7,28 +7,27 @@ all of them (up to ``max_rows`` rows) in one call, each getting its own slice of
 Under load this amortises the per-call overhead (validation, encoding, a forward pass) instead
 of running every request in a thread of its own (see docs/serving.md, "Load test").
 
-A batch that fails (a bad record in one request) is scored again request by request, so each
-request gets its own error or its own scores."""
+Each request is validated before it joins a queue (:meth:`Scorer.prepare`, by the caller), so a
+bad record costs only its own request: a batch holds valid requests only. A batch that still
+fails (an unexpected error) is scored again request by request, so each request gets its own
+error or its own scores."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio.to_thread
 import numpy as np
 
-from finalmlp.serve.scorer import Scorer
-
-Records = Sequence[Mapping[str, Any]]
+from finalmlp.serve.scorer import Prepared, Scorer
 
 
 @dataclass
 class _Queue:
     scorer: Scorer
-    items: list[tuple[Records, asyncio.Future[np.ndarray]]] = field(default_factory=list)
+    items: list[tuple[Prepared, asyncio.Future[np.ndarray]]] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -44,7 +43,7 @@ class MicroBatcher:
 
     Example:
         >>> batcher = MicroBatcher(max_rows=1024, workers=2)
-        >>> scores = await batcher.score(scorer, [{"user": "1"}])
+        >>> scores = await batcher.score(scorer, scorer.prepare([{"user": "1"}]))
     """
 
     def __init__(
@@ -60,8 +59,9 @@ class MicroBatcher:
         self.on_batch = on_batch
         self._queues: dict[int, _Queue] = {}
 
-    async def score(self, scorer: Scorer, records: Records) -> np.ndarray:
-        """Click probabilities for ``records``; raises what ``scorer.score_records`` raises."""
+    async def score(self, scorer: Scorer, records: Prepared) -> np.ndarray:
+        """Probabilities (N, T) for prepared records (``scorer.prepare``), not checked to be
+        finite; raises what ``scorer.score_prepared`` raises."""
         queue = self._queues.get(id(scorer))
         if queue is None:
             queue = self._queues[id(scorer)] = _Queue(scorer)
@@ -85,22 +85,22 @@ class MicroBatcher:
             elif not queue.tasks:  # the scorer may be replaced (reload): drop its queue
                 self._queues.pop(id(queue.scorer), None)
 
-    def _take(self, queue: _Queue) -> list[tuple[Records, asyncio.Future[np.ndarray]]]:
+    def _take(self, queue: _Queue) -> list[tuple[Prepared, asyncio.Future[np.ndarray]]]:
         rows, count = 0, 0
         for records, _ in queue.items:
-            if count and rows + len(records) > self.max_rows:
+            if count and rows + records.num_rows > self.max_rows:
                 break
-            rows += len(records)
+            rows += records.num_rows
             count += 1
         batch, queue.items = queue.items[:count], queue.items[count:]
         return batch
 
     async def _score_batch(
-        self, scorer: Scorer, batch: list[tuple[Records, asyncio.Future[np.ndarray]]]
+        self, scorer: Scorer, batch: list[tuple[Prepared, asyncio.Future[np.ndarray]]]
     ) -> None:
-        records = [r for request, _ in batch for r in request]
+        records = Prepared.concat([request for request, _ in batch])
         try:
-            scores = await anyio.to_thread.run_sync(scorer.score_records, records)
+            scores = await anyio.to_thread.run_sync(scorer.score_prepared, records)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], error=exc)
@@ -109,11 +109,11 @@ class MicroBatcher:
                     await self._score_batch(scorer, [(request, future)])
             return
         if self.on_batch is not None:
-            self.on_batch(len(records), len(batch))
+            self.on_batch(records.num_rows, len(batch))
         start = 0
         for request, future in batch:
-            _settle(future, result=scores[start : start + len(request)])
-            start += len(request)
+            _settle(future, result=scores[start : start + request.num_rows])
+            start += request.num_rows
 
 
 def _settle(

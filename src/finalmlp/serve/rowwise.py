@@ -33,7 +33,7 @@ from finalmlp.features.processor import (
 )
 from finalmlp.features.tables import FIRST_ID, OOV_ID, IdTable, stable_hash
 from finalmlp.schema import CategoricalFeature, NumericFeature, SequenceFeature
-from finalmlp.serve.scorer import Scorer, UnknownFields, _clean
+from finalmlp.serve.scorer import Prepared, Scorer, UnknownFields
 
 logger = logging.getLogger(__name__)
 # Polars' strip_chars() trims Rust's char::is_whitespace (Unicode White_Space); Python's
@@ -196,15 +196,10 @@ class RowScorer(Scorer):
         self.max_rows = max_rows
         self.encoder = RowEncoder.verified(run.processor, probe_frame(self))
 
-    def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        if self.encoder is None or len(records) > self.max_rows:
-            return super().score_records(records)
-        columns: dict[str, list[Any]] = {f.name: [] for f in self.fields}
-        for index, record in enumerate(records):
-            self._check_record(index, record)
-            for field in self.fields:
-                columns[field.name].append(_clean(index, field, record.get(field.name)))
-        return self.score_features(self.encoder.encode(columns, len(records)))
+    def score_prepared(self, prepared: Prepared) -> np.ndarray:
+        if self.encoder is None or prepared.num_rows > self.max_rows:
+            return super().score_prepared(prepared)
+        return self.score_features(self.encoder.encode(prepared.columns, prepared.num_rows))
 
 
 PROBE_TEXT = [

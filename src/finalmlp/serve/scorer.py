@@ -10,6 +10,7 @@ and the field.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +27,60 @@ from finalmlp.inference import predict_proba
 from finalmlp.schema import NumericFeature, SequenceFeature
 
 UnknownFields = Literal["reject", "ignore"]
+ECHO_CHARS = 100  # an input value or name quoted in an error message: at most this many chars
+
+
+def clip_text(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, with a note of its length when it was longer."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxlong = 3, 8, 8, 40
+_REPR.maxstring = _REPR.maxother = ECHO_CHARS
+
+
+def show(value: Any) -> str:
+    """An input value for an error message: its repr, clipped (never the whole of a huge one)."""
+    if isinstance(value, str):
+        if len(value) <= ECHO_CHARS:
+            return repr(value)
+        return f"{value[:ECHO_CHARS]!r}... ({len(value):,} characters)"
+    return clip_text(_REPR.repr(value))
 
 
 class RecordError(FinalMLPError, ValueError):
     """A record that cannot be scored: which record, which field, what was wrong."""
 
     def __init__(self, index: int, field: str, message: str) -> None:
+        field = clip_text(field)
         super().__init__(f"record {index}, field {field!r}: {message}")
         self.index = index
         self.field = field
         self.detail = message
+
+
+@dataclass
+class Prepared:
+    """Validated records as columns (field name -> cleaned values), ready to encode and score.
+
+    Several requests' Prepared join into one model call (micro-batching) with :meth:`concat`.
+    """
+
+    columns: dict[str, list[Any]]
+    num_rows: int
+
+    @staticmethod
+    def concat(parts: Sequence[Prepared]) -> Prepared:
+        if len(parts) == 1:
+            return parts[0]
+        columns: dict[str, list[Any]] = {name: [] for name in parts[0].columns}
+        for part in parts:
+            for name, values in part.columns.items():
+                columns[name].extend(values)
+        return Prepared(columns, sum(part.num_rows for part in parts))
 
 
 @dataclass(frozen=True)
@@ -82,18 +127,74 @@ class Scorer:
         return self.run.tasks
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Probabilities (N, T) float64 for raw records, in order."""
+        """Probabilities (N, T) float64 for raw records, in order.
+
+        Raises:
+            RecordError: a record that cannot be scored, or whose score is not finite.
+        """
+        prepared = self.prepare(records)
+        scores = self.score_prepared(prepared)
+        self.check_finite(prepared, scores)
+        return scores
+
+    def records_frame(self, records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+        """The input columns of raw records, checked and cleaned (RecordError otherwise)."""
+        return self.prepared_frame(self.prepare(records))
+
+    def prepare(self, records: Sequence[Mapping[str, Any]]) -> Prepared:
+        """Validate and clean raw records (RecordError naming the record and field)."""
         columns: dict[str, list[Any]] = {f.name: [] for f in self.fields}
         for index, record in enumerate(records):
             self._check_record(index, record)
             for field in self.fields:
                 columns[field.name].append(_clean(index, field, record.get(field.name)))
+        return Prepared(columns, len(records))
+
+    def score_prepared(self, prepared: Prepared) -> np.ndarray:
+        """Probabilities (N, T) for prepared records (not checked to be finite)."""
+        return self.score_frame(self.prepared_frame(prepared))
+
+    def prepared_frame(self, prepared: Prepared) -> pl.DataFrame:
+        """Prepared records as a frame of the input columns."""
         frame = pl.DataFrame(
             {name: pl.Series(name, values, dtype=_dtype(self._by_name[name]), strict=False)
-             for name, values in columns.items()},
-            height=len(records),
+             for name, values in prepared.columns.items()},
+            height=prepared.num_rows,
         )  # fmt: skip
-        return self.score_frame(frame)
+        return frame
+
+    def check_finite(self, prepared: Prepared, scores: np.ndarray) -> None:
+        """RecordError for the first record whose score (any task) is NaN or infinite,
+        naming the numeric field most outside the range the model was trained on."""
+        finite = np.isfinite(scores).all(axis=1)
+        if finite.all():
+            return
+        index = int(np.flatnonzero(~finite)[0])
+        stats = self.run.processor.numeric_stats_
+        worst, worst_field, worst_value = -1.0, "*", None
+        for field in self.fields:
+            value = prepared.columns[field.name][index] if field.kind == "numeric" else None
+            if value is None:
+                continue
+            names = [f.name for f in self.run.processor.features if f.column == field.name]
+            feat = next((stats[n] for n in names if n in stats), {})
+            spread = abs(value - feat.get("mean", 0.0)) / (feat.get("std") or 1.0)
+            if spread > worst:
+                worst, worst_field, worst_value = spread, field.name, (value, feat)
+        if worst_value is None:
+            raise RecordError(index, "*", "the model gave a score that is not a finite number")
+        value, feat = worst_value
+        seen = (
+            f"; training saw values from {feat['min']:g} to {feat['max']:g}"
+            if "min" in feat and "max" in feat
+            else ""
+        )
+        raise RecordError(
+            index,
+            worst_field,
+            f"value {value:g} is too large for the model: its score is not a finite number"
+            f"{seen}; send a value in that range",
+        )
 
     def score_frame(self, frame: pl.DataFrame) -> np.ndarray:
         """Probabilities (N, T) for a frame holding the raw input columns."""
@@ -102,11 +203,20 @@ class Scorer:
     def score_features(self, features: EncodedFeatures) -> np.ndarray:
         """Probabilities (N, T) for encoded rows: the model, then the run's calibration."""
         split = EncodedSplit(features, label=None)
-        return self.run.calibrate(predict_proba(self.run.model, split, self.batch_size))
+        raw = predict_proba(self.run.model, split, self.batch_size)
+        finite = np.isfinite(raw).all(axis=1)
+        if finite.all():
+            return self.run.calibrate(raw)
+        # rows the model cannot score stay NaN (check_finite names their field); the
+        # calibrator sees only finite probabilities
+        scores = np.full(raw.shape, np.nan)
+        if finite.any():
+            scores[finite] = self.run.calibrate(raw[finite])
+        return scores
 
     def _check_record(self, index: int, record: Mapping[str, Any]) -> None:
         if not isinstance(record, Mapping):
-            raise RecordError(index, "*", f"expected an object of field: value, got {record!r}")
+            raise RecordError(index, "*", f"expected an object of field: value, got {show(record)}")
         for field in self.fields:
             if field.required and record.get(field.name) is None:
                 raise RecordError(index, field.name, "required field is missing")
@@ -144,11 +254,18 @@ def _clean(index: int, field: InputField, value: Any) -> Any:
         return None
     if field.kind == "numeric":
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise RecordError(index, field.name, f"expected a number, got {value!r}")
+            raise RecordError(index, field.name, f"expected a number, got {show(value)}")
         try:
             number = float(value)
         except ValueError:
-            raise RecordError(index, field.name, f"expected a number, got {value!r}") from None
+            raise RecordError(index, field.name, f"expected a number, got {show(value)}") from None
+        except OverflowError:  # an integer of hundreds of digits
+            raise RecordError(
+                index,
+                field.name,
+                f"number of {len(str(value)):,} digits is too large (over 1.8e308); send a "
+                "finite floating-point number",
+            ) from None
         return number if math.isfinite(number) else None
     if field.kind == "sequence":
         # A JSON list keeps its items whole (an item may contain the separator); text is
@@ -169,5 +286,7 @@ def _scalar_text(index: int, field: InputField, value: Any) -> str:
     if isinstance(value, int | str):
         return str(value)
     raise RecordError(
-        index, field.name, f"expected a string or number, got {type(value).__name__} {value!r}"
+        index,
+        field.name,
+        f"expected a string or number, got {type(value).__name__} {show(value)}",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ServeSettings(BaseModel):
@@ -31,6 +31,15 @@ class ServeSettings(BaseModel):
         seed: seed of the random arm choice for requests without a key.
         reload_on_sighup: SIGHUP reloads every arm's bundle (the CLI sets it; needs the main
             thread's event loop).
+        header_timeout_s: a client must send a request's headers within this many seconds
+            (from its first byte, or from connecting), else 408 and the connection is closed.
+        body_timeout_s: and the body within this many seconds after the headers.
+        keep_alive_timeout_s: an idle connection between requests is closed after this long.
+        max_connections: open connections plus requests in flight beyond which requests get
+            503 (uvicorn's ``limit_concurrency``).
+
+    The last four apply when the service runs under uvicorn (``finalmlp serve``,
+    :func:`finalmlp.serve.server.serve_forever`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,3 +56,17 @@ class ServeSettings(BaseModel):
     micro_batch_workers: int = Field(2, ge=1)
     seed: int | None = None
     reload_on_sighup: bool = False
+    header_timeout_s: float = Field(10.0, gt=0.0, le=3600.0)
+    body_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    keep_alive_timeout_s: int = Field(5, ge=1, le=3600)
+    max_connections: int = Field(512, ge=1)
+
+    @field_validator("api_key")
+    @classmethod
+    def _usable_key(cls, key: str | None) -> str | None:
+        if key is not None and key != key.strip():
+            raise ValueError(
+                "the API key has leading or trailing white space, which HTTP strips from the "
+                "X-API-Key header, so no request could ever match it; remove the spaces"
+            )
+        return key

@@ -13,6 +13,7 @@ import torch
 from finalmlp.bundle import check_run_target, save_run
 from finalmlp.calibration import Calibration, fit_calibration
 from finalmlp.data.dataset import EncodedSplit, PreparedData, prepare_data
+from finalmlp.data.split import as_label_matrix
 from finalmlp.errors import ConfigError, DataError
 from finalmlp.models import build_model
 from finalmlp.schema import DataConfig, ExperimentConfig
@@ -24,6 +25,7 @@ from finalmlp.train.distributed import (
     init_distributed,
     process_device,
 )
+from finalmlp.train.probability import probability_check
 from finalmlp.train.progress import console
 from finalmlp.train.records import ValidationHook
 from finalmlp.train.trainer import Trainer
@@ -138,6 +140,7 @@ def _train(
         "history": result.history_dicts(),
     }
     calibration = _calibrate(config.train.calibration, trainer, data.splits, metrics, log)
+    metrics["probability_check"] = _check_probabilities(trainer, data, calibration)
     if out is not None and context.is_main:
         save_run(out, config, data.processor, model, metrics, calibration)
     barrier(context)
@@ -170,6 +173,25 @@ def _calibrate(
         return None
     log(f"calibration: {method}, fitted on the validation split")
     return calibration
+
+
+def _check_probabilities(
+    trainer: Trainer, data: PreparedData, calibration: Calibration | None
+) -> dict[str, Any]:
+    """The served validation probabilities against the base rate and the ECE limit (see
+    :mod:`finalmlp.train.probability`)."""
+    valid = data.splits["valid"]
+    assert valid.label is not None
+    probs = trainer.predict(valid)
+    if calibration is not None:
+        probs = calibration.transform(probs)
+    counts = data.train.label_counts()
+    if counts is None:  # unreachable for a labelled train split; the valid rate stands in
+        rates = np.nanmean(np.asarray(as_label_matrix(valid.label)), axis=0)
+    else:
+        rates = np.asarray(counts.positives, float) / np.maximum(counts.labelled, 1)
+    scores = "model" if calibration is None else calibration.method
+    return probability_check(valid.label, probs, rates, trainer.tasks, scores)
 
 
 def check_task_labels(data: PreparedData, config: DataConfig) -> None:

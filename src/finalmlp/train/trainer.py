@@ -39,6 +39,7 @@ from finalmlp.train.distributed import (
 )
 from finalmlp.train.loss import TaskLoss
 from finalmlp.train.optim import build_optimizer, clip_gradients
+from finalmlp.train.probability import split_base_rate_logloss
 from finalmlp.train.progress import TrainingProgress
 from finalmlp.train.records import TrainResult, Validation, ValidationHook
 
@@ -87,18 +88,27 @@ def check_labels(split: TrainingSplit, name: str, tasks: Sequence[str]) -> None:
 
 
 class EarlyStopping:
-    """Tracks the best monitored value (higher is better) and counts validations without gain."""
+    """Tracks the best monitored value (higher is better) and counts validations without gain.
+
+    A validation may be marked not ``eligible`` (its logloss is not better than the base
+    rate's, under ``train.keep_better_than_base_rate``): it becomes the best only while no
+    eligible one has been seen, and an eligible one always replaces it.
+    """
 
     def __init__(self, patience: int, min_delta: float = 1e-6) -> None:
         self.patience = patience
         self.min_delta = min_delta
         self.best = -math.inf
+        self.best_eligible = False
         self.bad_rounds = 0
 
-    def update(self, value: float) -> bool:
-        """Record a validation; True when it improved on the best so far."""
-        if value > self.best + self.min_delta:
-            self.best, self.bad_rounds = value, 0
+    def update(self, value: float, eligible: bool = True) -> bool:
+        """Record a validation; True when it is the new best."""
+        better = value > self.best + self.min_delta
+        if (eligible and (better or not self.best_eligible)) or (
+            not eligible and not self.best_eligible and better
+        ):
+            self.best, self.best_eligible, self.bad_rounds = value, eligible, 0
             return True
         self.bad_rounds += 1
         return False
@@ -138,6 +148,7 @@ class Trainer:
     ) -> None:
         self.model = model
         self.tasks = list(tasks) if tasks is not None else _task_names(model.num_tasks)
+        self.base_rate_logloss: list[float] | None = None  # per task, set by fit
         if len(self.tasks) != model.num_tasks:
             raise ConfigError(
                 f"the model predicts {model.num_tasks} tasks but {len(self.tasks)} are named"
@@ -183,6 +194,7 @@ class Trainer:
         check_labels(train, "training", self.tasks)
         check_labels(valid, "validation", self.tasks)
         counts = train.label_counts()
+        self.base_rate_logloss = split_base_rate_logloss(counts, valid.label)
         # Missing labels: each step's per-task denominators are counted over the global batch.
         self.count_labels = counts is not None and any(n != train.num_rows for n in counts.labelled)
         loader = train.loader(
@@ -281,7 +293,11 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_state": state.best_state,
-            "stopper": {"best": state.stopper.best, "bad_rounds": state.stopper.bad_rounds},
+            "stopper": {
+                "best": state.stopper.best,
+                "bad_rounds": state.stopper.bad_rounds,
+                "best_eligible": state.stopper.best_eligible,
+            },
             "history": result.history_dicts(),
             "best_index": result.history.index(result.best) if result.best else -1,
             "counters": [result.steps, result.train_seconds, result.stopped_early],
@@ -298,6 +314,7 @@ class Trainer:
         self.optimizer.load_state_dict(snap["optimizer"])
         state.best_state = snap["best_state"]
         state.stopper.best = float(snap["stopper"]["best"])
+        state.stopper.best_eligible = bool(snap["stopper"].get("best_eligible", True))
         state.stopper.bad_rounds = int(snap["stopper"]["bad_rounds"])
         result.history = [Validation(**record) for record in snap["history"]]
         result.best = result.history[snap["best_index"]] if snap["best_index"] >= 0 else None
@@ -370,7 +387,7 @@ class Trainer:
         started = time.perf_counter()
         metrics = self.evaluate(valid)
         monitor = monitor_value(metrics, self.config.monitor)
-        improved = stopper.update(monitor)
+        improved = stopper.update(monitor, self._beats_base_rate(metrics))
         record = Validation(
             epoch=epoch,
             step=result.steps,
@@ -385,6 +402,16 @@ class Trainer:
         if improved:
             result.best = record
         return record
+
+    def _beats_base_rate(self, metrics: dict[str, float]) -> bool:
+        """Every task's validation logloss is below its base-rate logloss (always True
+        without ``train.keep_better_than_base_rate``)."""
+        if not self.config.keep_better_than_base_rate or self.base_rate_logloss is None:
+            return True
+        keys = ["logloss"] if len(self.tasks) == 1 else [f"{t}.logloss" for t in self.tasks]
+        return all(
+            metrics[key] < base for key, base in zip(keys, self.base_rate_logloss, strict=True)
+        )
 
     def _decay_learning_rate(self) -> None:
         for group in self.optimizer.param_groups:

@@ -154,7 +154,8 @@ def load_tune_spec(path: str | Path) -> TuneSpec:
     if "base" not in raw and {"data", "model", "train"} & set(raw):
         raise ConfigError(
             f"{path} is an experiment config; `finalmlp tune` takes a tune file with "
-            "base (this config), metric and space (see docs/tuning.md)"
+            "base (this config), metric and space (see docs/tuning.md), or the config with "
+            "--budget 10m to search the built-in space"
         )
     try:
         spec = TuneSpec.model_validate(raw)
