@@ -15,11 +15,14 @@ from pydantic import BaseModel, ValidationError
 from finalmlp.data.recipes import apply_recipe
 from finalmlp.errors import ConfigError
 from finalmlp.schema import (
+    AttentionOptions,
     CategoricalFeature,
+    Condition,
     DataConfig,
     ExperimentConfig,
     FieldRange,
     FinalMLPConfig,
+    HistoryOptions,
     LibsvmOptions,
     LowRankMixtureConfig,
     MLPConfig,
@@ -174,4 +177,7 @@ _NESTED: dict[str, type[BaseModel]] = {
     "bottom": MLPConfig,
     "expert": MLPConfig,
     "tower": MLPConfig,
+    "history": HistoryOptions,
+    "behaviour": Condition,
+    "attention": AttentionOptions,
 }

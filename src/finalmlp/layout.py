@@ -13,6 +13,26 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Pooling:
+    """How one sequence field becomes one embedding.
+
+    Attributes:
+        kind: ``mean``, ``sum`` or ``attention`` (DIN's target attention).
+        target: with attention, the index in ``categorical_fields`` of the query field (it
+            looks up the sequence's table); -1 otherwise.
+        hidden_units: the attention unit's hidden widths.
+        activation: the attention unit's activation, ``dice`` or ``prelu``.
+        softmax: normalise the attention weights over the sequence.
+    """
+
+    kind: str = "mean"
+    target: int = -1
+    hidden_units: tuple[int, ...] = (64,)
+    activation: str = "dice"
+    softmax: bool = False
+
+
+@dataclass(frozen=True)
 class FieldLayout:
     """Fields of a batch and the embedding tables behind them.
 
@@ -23,6 +43,7 @@ class FieldLayout:
         numeric_fields: names of the columns of ``Batch.numeric`` (B, D).
         sequence_fields: names of ``Batch.sequences`` entries, each (B, L).
         sequence_tables: table index of each sequence field.
+        sequence_pooling: how each sequence field is pooled (empty: all mean).
     """
 
     table_sizes: tuple[int, ...]
@@ -31,6 +52,11 @@ class FieldLayout:
     numeric_fields: tuple[str, ...]
     sequence_fields: tuple[str, ...] = ()
     sequence_tables: tuple[int, ...] = ()
+    sequence_pooling: tuple[Pooling, ...] = ()
+
+    def pooling(self, index: int) -> Pooling:
+        """The pooling of sequence field ``index``."""
+        return self.sequence_pooling[index] if self.sequence_pooling else Pooling()
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -47,8 +73,17 @@ class FieldLayout:
             raise KeyError(f"no field {name!r}; fields are {list(self.field_names)}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) for k, v in asdict(self).items()}
+        out: dict[str, Any] = {k: list(v) for k, v in asdict(self).items()}
+        out["sequence_pooling"] = [
+            {**asdict(p), "hidden_units": list(p.hidden_units)} for p in self.sequence_pooling
+        ]
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FieldLayout:
-        return cls(**{k: tuple(v) for k, v in raw.items()})
+        fields = {k: tuple(v) for k, v in raw.items() if k != "sequence_pooling"}
+        pooling = tuple(
+            Pooling(**{**p, "hidden_units": tuple(p["hidden_units"])})
+            for p in raw.get("sequence_pooling", ())
+        )
+        return cls(**fields, sequence_pooling=pooling)

@@ -22,14 +22,16 @@ import polars as pl
 from finalmlp import __version__
 from finalmlp.data.files import file_states, train_files
 from finalmlp.data.split import SPLITS, EncodedSplit
+from finalmlp.features.history_column import HistoryColumn
 from finalmlp.features.processor import STATE_VERSION, EncodedFeatures, FeatureProcessor
 from finalmlp.io import atomic_write_text
 from finalmlp.schema import DataConfig
 
 # Bump when reading or encoding code changes what the cached arrays hold for the same config.
 # 2: libsvm fields with several indices are no longer joined; 3: labels are (N, T) with NaN
-# for a missing label.
-ENCODING_VERSION = 3
+# for a missing label; 4: history features (data.history) are stored as events + offsets
+# (``seq<i>.values/.ends/.lengths/.width``), sequence features gained pooling options.
+ENCODING_VERSION = 4
 
 
 def cache_root(config: DataConfig) -> Path:
@@ -85,7 +87,11 @@ def write_cache_entry(
 
 def _arrays_of(split: EncodedSplit) -> dict[str, np.ndarray]:
     arrays = {"categorical": split.features.categorical, "numeric": split.features.numeric}
-    arrays.update({f"seq{i}": s for i, s in enumerate(split.features.sequences)})
+    for i, seq in enumerate(split.features.sequences):
+        if isinstance(seq, HistoryColumn):  # each event once, two numbers per row
+            arrays.update({f"seq{i}.{part}": a for part, a in seq.arrays().items()})
+        else:
+            arrays[f"seq{i}"] = seq
     if split.label is not None:
         arrays["label"] = split.label
     if split.group is not None:
@@ -121,6 +127,13 @@ def load_cache_entry(
         return None
 
 
+def _sequence(arrays: dict[str, np.ndarray], key: str) -> np.ndarray | HistoryColumn:
+    if key in arrays:
+        return arrays[key]
+    parts = {p: arrays[f"{key}.{p}"] for p in ("values", "ends", "lengths", "width")}
+    return HistoryColumn.from_arrays(parts)
+
+
 def _load_split(path: Path, name: str, info: object, mmap: bool) -> EncodedSplit:
     if not isinstance(info, dict):
         raise TypeError(f"meta.json: {name} must be an object")
@@ -131,13 +144,18 @@ def _load_split(path: Path, name: str, info: object, mmap: bool) -> EncodedSplit
     arrays = {
         k: np.load(path / f"{name}.{k}.npy", mmap_mode=mode, allow_pickle=False) for k in keys
     }
-    short = [k for k, a in arrays.items() if a.ndim == 0 or len(a) != info["rows"]]
+    per_event = (".values", ".width")  # history parts that are not one per row
+    short = [
+        k
+        for k, a in arrays.items()
+        if not k.endswith(per_event) and (a.ndim == 0 or len(a) != info["rows"])
+    ]
     if short:
         raise ValueError(f"{name} arrays {short} do not hold {info['rows']} rows")
-    num_seq = sum(k.startswith("seq") for k in arrays)
+    num_seq = len({k.split(".")[0] for k in arrays if k.startswith("seq")})
     features = EncodedFeatures(
         arrays["categorical"],
         arrays["numeric"],
-        tuple(arrays[f"seq{i}"] for i in range(num_seq)),
+        tuple(_sequence(arrays, f"seq{i}") for i in range(num_seq)),
     )
     return EncodedSplit(features, arrays.get("label"), arrays.get("group"))

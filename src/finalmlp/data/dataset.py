@@ -20,7 +20,7 @@ from finalmlp.data.cache import (
     load_cache_entry,
     write_cache_entry,
 )
-from finalmlp.data.frames import encode_frame, load_frames
+from finalmlp.data.frames import encode_frame, frame_histories, load_frames
 from finalmlp.data.shards import StreamedSplit
 from finalmlp.data.split import SPLITS, EncodedSplit, TrainingSplit
 from finalmlp.data.streaming import prepare_streaming
@@ -86,12 +86,17 @@ def prepare_data(config: DataConfig, cache: bool = True, mmap: bool = False) -> 
         if entry is not None:
             return PreparedData(entry[0], entry[1], True, time.perf_counter() - start)
     frames = load_frames(config)
+    histories = frame_histories(frames, config)
     processor = FeatureProcessor(config.features)
     train = frames["train"]
-    splits = {
-        "train": encode_frame(processor, train, config, encoded=processor.fit_transform(train))
-    }
-    splits.update({name: encode_frame(processor, frames[name], config) for name in SPLITS[1:]})
+    encoded = processor.fit_transform(train, histories.get("train"))
+    splits = {"train": encode_frame(processor, train, config, encoded=encoded)}
+    splits.update(
+        {
+            name: encode_frame(processor, frames[name], config, histories=histories.get(name))
+            for name in SPLITS[1:]
+        }
+    )
     if cache_path is not None:
         try:
             with atomic_directory(cache_path) as tmp:

@@ -112,8 +112,8 @@ def read_table(
     hint = BAD_ROWS_HINT if require_label else ""
     header = _header_rule(config, split)
     with tempfile.TemporaryDirectory(prefix="finalmlp-read-") as scratch:
-        table = _read_columns(path, config, _wanted_columns(config, require_label), policy, hint,
-                              Path(scratch), header)  # fmt: skip
+        wanted = _wanted_columns(config, require_label, split is not None)
+        table = _read_columns(path, config, wanted, policy, hint, Path(scratch), header)
         if table.frame.height == 0 and table.bad.height == 0:
             raise DataError(f"{path} has no data rows")
         frame, bad = _check_values(table, config, require_label, policy, hint)
@@ -354,8 +354,19 @@ def _read_libsvm(
 
 
 # ----------------------------------------------------------------------------- columns
-def _wanted_columns(config: DataConfig, require_label: bool) -> list[str]:
-    columns = [f.column for f in config.features]
+def _wanted_columns(config: DataConfig, require_label: bool, events: bool = False) -> list[str]:
+    """A split of the config (``events``) gives the event columns of histories (data.history);
+    another file (scoring, evaluating) each history feature's own column (the history as a list
+    or separator-joined text)."""
+    if events and config.history is not None:
+        columns = [f.column for f in config.features if not getattr(f, "history", None)]
+        columns += config.history.columns
+        columns += [f.history for f in config.features if getattr(f, "history", None)]
+    else:
+        columns = [f.column for f in config.features]
+    if events and config.join:  # joined columns come from the lookup tables
+        joined = {c for join in config.join for c in join.columns}
+        columns = [c for c in columns if c not in joined] + [j.on for j in config.join]
     if require_label:
         columns[:0] = config.label_columns
         if config.group is not None:
@@ -380,6 +391,16 @@ def _check_present(path: Path, available: list[str], wanted: list[str], config: 
             f"label column {task.column!r} not found in {path}; its columns are {shown}. "
             "Set data.label to the column holding 0/1 clicks"
         )
+    if config.history is not None:
+        history = set(config.history.columns) | {
+            f.history for f in config.features if getattr(f, "history", None)
+        }
+        events = [c for c in missing if c in history]
+        if events:
+            raise SchemaError(
+                f"column(s) {events} used by data.history not found in {path}; its columns are "
+                f"{shown}. Fix data.history or the features' history: columns"
+            )
     feature_columns = {f.column for f in config.features}
     features = [c for c in missing if c in feature_columns]
     if features:

@@ -138,12 +138,65 @@ def synthetic() -> dict[str, Any]:
     }
 
 
+RATINGS = [x / 2 for x in range(1, 11)]  # MovieLens ratings 0.5 .. 5.0
+
+
+def movielens_latest() -> dict[str, Any]:
+    """MovieLens ml-latest-small ``ratings.csv`` (``data.train``) with the movies' genres
+    joined from ``movies.csv`` beside it, following DIN's MovieLens protocol (Zhou et al.,
+    KDD 2018, Sec. 6.1): label = rating >= 4; features the user, the movie, its genres (the
+    genre combination as the movie's category, and the genres as a mean-pooled sequence), and
+    the user's earlier rated movies and their genre combinations as histories (every rating
+    is a behaviour; the last 50 before the row), pooled by attention to the candidate movie
+    and its genres. Split by time: the latest 10% of ratings are test, the 10% before valid.
+    """
+    label_map = {f"{r:.1f}": int(r >= 4) for r in RATINGS}
+    label_map.update({str(int(r)): int(r >= 4) for r in RATINGS if r == int(r)})
+    return {
+        "format": "csv",
+        "label": "rating",
+        "label_map": label_map,
+        "join": [{"path": "movies.csv", "on": "movieId", "columns": ["genres"]}],
+        "features": [
+            {"name": "userId", "type": "categorical"},
+            {"name": "movieId", "type": "categorical"},
+            {"name": "genres", "type": "categorical"},
+            {
+                "name": "genre_list",
+                "source": "genres",
+                "type": "sequence",
+                "separator": "|",
+                "max_len": 10,
+            },
+            {
+                "name": "hist_movies",
+                "type": "sequence",
+                "history": "movieId",
+                "share_embedding": "movieId",
+                "pooling": "attention",
+                "target": "movieId",
+            },
+            {
+                "name": "hist_genres",
+                "type": "sequence",
+                "history": "genres",
+                "share_embedding": "genres",
+                "pooling": "attention",
+                "target": "genres",
+            },
+        ],
+        "history": {"user": "userId", "time": "timestamp", "max_len": 50},
+        "split": {"valid_fraction": 0.1, "test_fraction": 0.1, "by": "timestamp"},
+    }
+
+
 RECIPES: dict[str, Callable[[], dict[str, Any]]] = {
     "frappe_x1": frappe_x1,
     "criteo": criteo,
     "avazu": avazu,
     "census_income": census_income,
     "synthetic": synthetic,
+    "movielens_latest": movielens_latest,
 }
 
 
@@ -167,7 +220,11 @@ def apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
             options = SyntheticOptions.model_validate(data["synthetic"])
         except ValidationError:  # reported with its dotted key (data.synthetic...) by the caller
             options = None
-        if options is not None:
+        if options is not None and options.histories:
+            from finalmlp.data.synthetic_history import event_log_config
+
+            base.update(event_log_config())
+        elif options is not None:
             base["features"] = synthetic_features(options)
     return {**base, **data, **_recipe_labels(base, data)}
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from finalmlp.batch import Batch
+from finalmlp.features.history_column import HistoryColumn
 from finalmlp.features.processor import EncodedFeatures
 
 SPLITS = ("train", "valid", "test")
@@ -220,14 +221,17 @@ def part_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
     return lo, lo + base + (1 if rank < extra else 0)
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor | np.ndarray:
-    """A tensor sharing memory with ``array``; a memory map stays one (read per batch)."""
-    if isinstance(array, np.memmap):
+def _tensor(array: np.ndarray | HistoryColumn) -> torch.Tensor | np.ndarray | HistoryColumn:
+    """A tensor sharing memory with ``array``; a memory map stays one (read per batch), and so
+    does a history column (its padded rows are gathered per batch)."""
+    if isinstance(array, np.memmap | HistoryColumn):
         return array
     return torch.from_numpy(np.require(array, requirements=("C", "W")))
 
 
-def _rows(source: torch.Tensor | np.ndarray, index: torch.Tensor | slice) -> torch.Tensor:
+def _rows(
+    source: torch.Tensor | np.ndarray | HistoryColumn, index: torch.Tensor | slice
+) -> torch.Tensor:
     if isinstance(source, torch.Tensor):
         return source[index]
     picked = source[index.numpy() if isinstance(index, torch.Tensor) else index]

@@ -28,10 +28,18 @@ from pydantic import TypeAdapter
 
 from finalmlp.columns import check_columns, parse_floats
 from finalmlp.errors import DataError, NotFittedError, SchemaError
+from finalmlp.features.history import RowHistories
+from finalmlp.features.history_column import HistoryColumn
 from finalmlp.features.tables import FIRST_ID, IdTable
 from finalmlp.io import atomic_write_text
-from finalmlp.layout import FieldLayout
-from finalmlp.schema import CategoricalFeature, Feature, NumericFeature, SequenceFeature
+from finalmlp.layout import FieldLayout, Pooling
+from finalmlp.schema import (
+    AttentionOptions,
+    CategoricalFeature,
+    Feature,
+    NumericFeature,
+    SequenceFeature,
+)
 
 # 2: tokens no longer depend on the file's dtype, log_square has a "null" bucket. A version-1
 # state would encode such values differently from how its model was trained, so it is refused.
@@ -54,12 +62,13 @@ class EncodedFeatures:
     Attributes:
         categorical: (N, C) int32 ids.
         numeric: (N, D) float32 values.
-        sequences: one (N, L) int32 array per sequence field, 0-padded.
+        sequences: one (N, L) int32 array per sequence field, 0-padded; a history built
+            from an event log is a HistoryColumn (indexing it gives the padded rows).
     """
 
     categorical: np.ndarray
     numeric: np.ndarray
-    sequences: tuple[np.ndarray, ...]
+    sequences: tuple[np.ndarray | HistoryColumn, ...]
 
     @property
     def num_rows(self) -> int:
@@ -82,6 +91,8 @@ class FeatureProcessor:
         self.features = list(features)
         # Within fit_transform: each feature's tokens, computed once for fit and transform.
         self._token_memo: dict[str, pl.Series] | None = None
+        # Within fit/transform of a split with built histories (data.history).
+        self._histories: RowHistories | None = None
 
     # ------------------------------------------------------------------ structure
     @property
@@ -102,17 +113,29 @@ class FeatureProcessor:
 
     @property
     def columns(self) -> list[str]:
-        """Raw columns the processor reads."""
+        """Raw columns the processor reads (a history feature's own column when scoring)."""
         return list(dict.fromkeys(f.column for f in self.features))
+
+    def _columns_read(self) -> list[str]:
+        """Raw columns of the frame at hand: history features come from the built histories
+        while fitting or encoding a split that has them."""
+        if self._histories is None:
+            return self.columns
+        return list(dict.fromkeys(f.column for f in self.features if not _is_history(f)))
 
     def _table_owner(self, feature: Feature) -> str:
         share = getattr(feature, "share_embedding", None)
         return share if share is not None else feature.name
 
     # ------------------------------------------------------------------ fit
-    def fit(self, df: pl.DataFrame) -> FeatureProcessor:
-        """Learn tables and statistics from the train split."""
-        return self.fit_chunks([df], quantile_sample=None)
+    def fit(self, df: pl.DataFrame, histories: RowHistories | None = None) -> FeatureProcessor:
+        """Learn tables and statistics from the train split (and its built histories: a
+        history feature with a table of its own counts each train behaviour event once)."""
+        self._histories = histories
+        try:
+            return self.fit_chunks([df], quantile_sample=None)
+        finally:
+            self._histories = None
 
     def fit_chunks(
         self, chunks: Iterable[pl.DataFrame], quantile_sample: int | None = QUANTILE_SAMPLE
@@ -129,7 +152,7 @@ class FeatureProcessor:
         counts: dict[str, _TokenCounts] = {}
         for index, df in enumerate(chunks):
             where = "the training data" if index == 0 else f"training chunk {index + 1}"
-            check_columns(df, self.columns, where=where)
+            check_columns(df, self._columns_read(), where=where)
             rows += df.height
             if df.height == 0:
                 continue
@@ -173,12 +196,14 @@ class FeatureProcessor:
     def _counts(self, df: pl.DataFrame, feat: Feature) -> pl.DataFrame:
         return _value_counts(self._tokens(df, feat))
 
-    def fit_transform(self, df: pl.DataFrame) -> EncodedFeatures:
+    def fit_transform(
+        self, df: pl.DataFrame, histories: RowHistories | None = None
+    ) -> EncodedFeatures:
         """``fit(df)`` then ``transform(df)``, normalizing each column's tokens once."""
         self._token_memo = {}
         try:
-            self.fit(df)
-            return self.transform(df)
+            self.fit(df, histories)
+            return self.transform(df, histories)
         finally:
             self._token_memo = None
 
@@ -192,6 +217,8 @@ class FeatureProcessor:
         return self._column_tokens(df, feat)
 
     def _column_tokens(self, df: pl.DataFrame, feat: Feature) -> pl.Series:
+        if self._histories is not None and _is_history(feat):
+            return self._event_tokens(feat).drop_nulls()  # type: ignore[arg-type]
         if isinstance(feat, SequenceFeature):
             return _sequence_lists(df[feat.column], feat).explode().drop_nulls()
         if isinstance(feat, NumericFeature):  # log_square buckets
@@ -199,10 +226,23 @@ class FeatureProcessor:
         return normalize_tokens(df[feat.column], feat.name).fill_null(feat.fill_value)
 
     # ------------------------------------------------------------------ transform
-    def transform(self, df: pl.DataFrame) -> EncodedFeatures:
-        """Encode rows; unseen values map to the OOV id, never out of range."""
+    def transform(self, df: pl.DataFrame, histories: RowHistories | None = None) -> EncodedFeatures:
+        """Encode rows; unseen values map to the OOV id, never out of range. With
+        ``histories`` (training splits of ``data.history``) the history features are built
+        from them as HistoryColumns; without, they are read from the frame's own columns."""
         self._check_fitted()
-        check_columns(df, self.columns, where="the data")
+        self._histories = histories
+        try:
+            return self._transform(df)
+        finally:
+            self._histories = None
+
+    def _transform(self, df: pl.DataFrame) -> EncodedFeatures:
+        check_columns(df, self._columns_read(), where="the data")
+        if self._histories is not None and len(self._histories.ends) != df.height:
+            raise DataError(
+                f"histories of {len(self._histories.ends):,} rows given for {df.height:,} rows"
+            )
         n = df.height
         categorical = np.empty((n, len(self.categorical_features)), dtype=np.int32)
         columns = _parallel(lambda f: self._encode_categorical(df, f), self.categorical_features, n)
@@ -224,10 +264,22 @@ class FeatureProcessor:
             return (FIRST_ID + np.searchsorted(edges, values, side="right")).astype(np.int32)
         return table.encode(self._tokens(df, feat))
 
-    def _encode_sequence(self, df: pl.DataFrame, feat: SequenceFeature) -> np.ndarray:
+    def _event_tokens(self, feat: SequenceFeature) -> pl.Series:
+        """Tokens of a history feature's event column, one per event (null: missing)."""
+        assert self._histories is not None and feat.history is not None
+        return normalize_tokens(self._histories.events[feat.history], feat.name)
+
+    def _encode_sequence(
+        self, df: pl.DataFrame, feat: SequenceFeature
+    ) -> np.ndarray | HistoryColumn:
+        table = self.tables_[self._table_owner(feat)]
+        if self._histories is not None and _is_history(feat):
+            # A missing event value is OOV, not dropped: side fields stay parallel.
+            ids = table.encode(self._event_tokens(feat).fill_null(""))
+            return self._histories.column(ids)
         lists = _sequence_lists(df[feat.column], feat)
         lengths = lists.list.len().to_numpy().astype(np.int64)
-        ids = self.tables_[self._table_owner(feat)].encode(lists.explode().drop_nulls())
+        ids = table.encode(lists.explode().drop_nulls())
         out = np.zeros((df.height, feat.max_len), dtype=np.int32)
         rows = np.repeat(np.arange(df.height), lengths)
         starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -263,6 +315,20 @@ class FeatureProcessor:
             sequence_tables=tuple(
                 names.index(self._table_owner(f)) for f in self.sequence_features
             ),
+            sequence_pooling=tuple(self._pooling(f) for f in self.sequence_features),
+        )
+
+    def _pooling(self, feat: SequenceFeature) -> Pooling:
+        if feat.pooling != "attention":
+            return Pooling(feat.pooling)
+        options = feat.attention or AttentionOptions()
+        categorical = [f.name for f in self.categorical_features]
+        return Pooling(
+            "attention",
+            categorical.index(feat.target or ""),
+            tuple(options.hidden_units),
+            options.activation,
+            options.softmax,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,6 +380,10 @@ class FeatureProcessor:
 
 
 # ---------------------------------------------------------------------- column helpers
+def _is_history(feat: Feature) -> bool:
+    return isinstance(feat, SequenceFeature) and feat.history is not None
+
+
 def normalize_tokens(column: pl.Series, feature: str) -> pl.Series:
     """String tokens of a categorical column, the same whatever dtype the file stored.
 

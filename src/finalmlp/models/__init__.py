@@ -11,6 +11,7 @@ from finalmlp.models.base import CTRModel
 from finalmlp.models.dcn import DCN
 from finalmlp.models.dcnv2 import DCNv2
 from finalmlp.models.deepfm import DeepFM
+from finalmlp.models.din import DIN
 from finalmlp.models.dnn import DNN
 from finalmlp.models.dualmlp import DualMLP
 from finalmlp.models.finalmlp import FinalMLP
@@ -31,6 +32,7 @@ MODELS: dict[str, Callable[..., CTRModel]] = {
     "lr": LogisticRegression,
     "fm": FactorizationMachine,
     "dnn": DNN,
+    "din": DIN,
     "widedeep": WideDeep,
     "deepfm": DeepFM,
     "dcn": DCN,
@@ -67,6 +69,7 @@ def build_model(layout: FieldLayout, config: ModelConfig, num_tasks: int = 1) ->
 
 __all__ = [
     "DCN",
+    "DIN",
     "DNN",
     "MODELS",
     "PLE",

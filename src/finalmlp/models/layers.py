@@ -16,7 +16,8 @@ from torch import nn
 
 from finalmlp.batch import Batch
 from finalmlp.errors import ConfigError
-from finalmlp.layout import FieldLayout
+from finalmlp.layout import FieldLayout, Pooling
+from finalmlp.models.attention import pooling_module
 from finalmlp.schema import MLPConfig
 
 EMBEDDING_INIT_STD = 1e-4
@@ -39,14 +40,18 @@ class FeatureEmbedding(nn.Module):
     """Embeds the fields of a batch into (B, F, E), F in layout order.
 
     All tables the selected fields need are fused into one ``nn.Embedding`` with per-table row
-    offsets, so a batch costs one lookup for its categorical fields. Sequence fields are the
-    masked mean of their item embeddings (padding id 0 is masked out).
+    offsets, so a batch costs one lookup for its categorical fields. A sequence field's items
+    (:meth:`embed_sequence`, padding id 0 masked out) are pooled as its layout says: masked
+    mean (default), masked sum, or DIN target attention with the embedding of its target
+    field as the query (see finalmlp.models.attention).
 
     Args:
         layout: the fields and tables of the data.
         embedding_dim: E.
         fields: names of the fields to embed (default: all). FinalMLP's gates embed their
             context fields with tables of their own, as the reference does.
+        attention: pool attention fields by attention; False pools them by their mean (the
+            first-order weights of LinearTerm, of dimension 1).
     """
 
     cat_cols: torch.Tensor
@@ -54,7 +59,11 @@ class FeatureEmbedding(nn.Module):
     num_cols: torch.Tensor
 
     def __init__(
-        self, layout: FieldLayout, embedding_dim: int, fields: Sequence[str] | None = None
+        self,
+        layout: FieldLayout,
+        embedding_dim: int,
+        fields: Sequence[str] | None = None,
+        attention: bool = True,
     ) -> None:
         super().__init__()
         wanted = set(layout.field_names if fields is None else fields)
@@ -79,6 +88,11 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("num_cols", torch.tensor(num_cols, dtype=torch.long), False)
         self.seq_cols = seq_cols
         self.seq_offsets = [starts[layout.sequence_tables[i]] for i in seq_cols]
+        poolings = [layout.pooling(i) for i in seq_cols]
+        if not attention:
+            poolings = [Pooling() if p.kind == "attention" else p for p in poolings]
+        self.seq_targets = [p.target if p.kind == "attention" else -1 for p in poolings]
+        self.poolers = nn.ModuleList(pooling_module(p, embedding_dim) for p in poolings)
         self.numeric = NumericEmbedding(len(num_cols), embedding_dim) if num_cols else None
         self.padding_rows = [starts[t] for t in used]
         # With sparse embeddings (train.sparse_embeddings) the trainer sets track_ids: the
@@ -102,18 +116,45 @@ class FeatureEmbedding(nn.Module):
             parts.append(self._lookup(ids + self.cat_offsets))  # (B, C, E)
         if self.numeric is not None:
             parts.append(self.numeric(batch.numeric[:, self.num_cols]))  # (B, D, E)
-        for col, offset in zip(self.seq_cols, self.seq_offsets, strict=True):
-            parts.append(self._pooled(batch.sequences[col], offset).unsqueeze(1))  # (B, 1, E)
+        for index in range(len(self.seq_cols)):
+            parts.append(self.pool_sequence(batch, index).unsqueeze(1))  # (B, 1, E)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def lookup_rows(self, batch: Batch) -> torch.Tensor:
+        """Every table row this module's fields look up for ``batch`` (with repeats and padding
+        rows), flattened: the ids of mini-batch aware regularisation."""
+        parts = []
+        if self.cat_cols.numel():
+            parts.append((batch.categorical[:, self.cat_cols] + self.cat_offsets).reshape(-1))
+        for col, offset in zip(self.seq_cols, self.seq_offsets, strict=True):
+            parts.append((batch.sequences[col] + offset).reshape(-1))
+        if not parts:
+            return torch.zeros(0, dtype=torch.long, device=self.table.weight.device)
+        return torch.cat(parts).long()
+
+    def embed_sequence(self, batch: Batch, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items of this module's ``index``-th sequence field: (B, L, E) and the mask (B, L)
+        of real items (padding id 0 is False)."""
+        ids = batch.sequences[self.seq_cols[index]]
+        return self._lookup(ids + self.seq_offsets[index]), ids > 0
+
+    def sequence_target(self, batch: Batch, index: int) -> torch.Tensor | None:
+        """The query (B, E) of an attention-pooled sequence field: its target field's
+        embedding, from the same table; None for mean or sum pooling."""
+        target = self.seq_targets[index]
+        if target < 0:
+            return None
+        ids = batch.categorical[:, target : target + 1] + self.seq_offsets[index]
+        return self._lookup(ids).squeeze(1)
+
+    def pool_sequence(self, batch: Batch, index: int) -> torch.Tensor:
+        """The ``index``-th sequence field as one embedding: (B, E)."""
+        items, mask = self.embed_sequence(batch, index)
+        return self.poolers[index](items, mask, self.sequence_target(batch, index))
 
     def embed_categorical(self, ids: torch.Tensor) -> torch.Tensor:
         """(N, C) ids of this module's categorical fields (in its field order) -> (N, C, E)."""
         return self._lookup(ids + self.cat_offsets)
-
-    def _pooled(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
-        mask = (ids > 0).unsqueeze(-1).to(self.table.weight.dtype)  # (B, L, 1)
-        summed = (self._lookup(ids + offset) * mask).sum(dim=1)  # (B, E)
-        return summed / mask.sum(dim=1).clamp(min=1.0)
 
     def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         if self.track_ids and self.training:
@@ -235,7 +276,7 @@ class LinearTerm(nn.Module):
 
     def __init__(self, layout: FieldLayout, bias: bool = True) -> None:
         super().__init__()
-        self.weights = FeatureEmbedding(layout, embedding_dim=1)
+        self.weights = FeatureEmbedding(layout, embedding_dim=1, attention=False)
         self.bias = nn.Parameter(torch.zeros(1)) if bias else None
 
     def forward(self, batch: Batch) -> torch.Tensor:

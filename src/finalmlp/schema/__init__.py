@@ -27,12 +27,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from finalmlp.schema.base import StrictModel
+from finalmlp.schema.history import Condition, HistoryOptions, Join
 from finalmlp.schema.models import (
     MODEL_TRAIN_DEFAULTS,
     AutoIntConfig,
     DCNConfig,
     DCNv2Config,
     DeepFMConfig,
+    DINConfig,
     DNNConfig,
     DualMLPConfig,
     FinalMLPConfig,
@@ -120,8 +122,32 @@ class NumericFeature(FeatureBase):
         return self
 
 
+class AttentionOptions(StrictModel):
+    """DIN's local activation unit (Zhou et al., KDD 2018, Sec. 4.3): an MLP over
+    ``[q, k, q - k, q * k]`` giving one weight per behaviour ``k`` for the target ``q``.
+
+    Attributes:
+        hidden_units: widths of the unit's hidden layers (FuxiCTR's default: [64]).
+        activation: ``dice`` (the paper's) or ``prelu``.
+        softmax: normalise the weights over the history; off by default, as in the paper,
+            which keeps the intensity of interest.
+    """
+
+    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [64], min_length=1
+    )
+    activation: Literal["dice", "prelu"] = "dice"
+    softmax: bool = False
+
+
 class SequenceFeature(FeatureBase):
-    """A multi-valued column such as ``a^b^c`` or ``Action|Comedy``: masked mean of embeddings."""
+    """A multi-valued column such as ``a^b^c`` or ``Action|Comedy``: masked mean of embeddings.
+
+    With ``history: <column>`` the items are that column's values over the user's earlier
+    behaviour events (``data.history``), built when training; a file to score, or a served
+    record, gives them itself in the feature's column (a list, or separator-joined text). A
+    history keeps the most recent ``data.history.max_len`` items (``truncate: tail``).
+    """
 
     type: Literal["sequence"] = "sequence"
     separator: str = Field("^", min_length=1)
@@ -129,6 +155,27 @@ class SequenceFeature(FeatureBase):
     truncate: Literal["head", "tail"] = "head"  # keep the first or the last max_len items
     min_count: int = Field(1, ge=1)
     share_embedding: str | None = None
+    history: str | None = None  # event column whose earlier values form this sequence
+    # How the items become one field embedding: masked mean (default), masked sum, or DIN's
+    # target attention, weighting each item by its relevance to ``target`` (a categorical
+    # feature sharing this sequence's table, e.g. the candidate item).
+    pooling: Literal["mean", "sum", "attention"] = "mean"
+    target: str | None = None
+    attention: AttentionOptions | None = None  # default AttentionOptions() with attention
+
+    @model_validator(mode="after")
+    def _attention_settings(self) -> SequenceFeature:
+        if self.pooling == "attention" and self.target is None:
+            raise ValueError(
+                f"feature {self.name!r} pools by attention, which needs target: the categorical "
+                "feature (sharing its table) whose embedding is the query, e.g. the candidate item"
+            )
+        if self.pooling != "attention" and (self.target or self.attention):
+            raise ValueError(
+                f"feature {self.name!r} sets target/attention, which only pooling: attention "
+                "uses; set pooling: attention or remove them"
+            )
+        return self
 
 
 Feature = Annotated[
@@ -170,6 +217,9 @@ class SplitOptions(StrictModel):
     valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 2023
+    # A numeric time column: the latest rows become test, the ones before them valid (ties
+    # stay together in file order); default: at random.
+    by: str | None = None
 
 
 class SyntheticOptions(StrictModel):
@@ -183,6 +233,9 @@ class SyntheticOptions(StrictModel):
     # A second task: a ``conversion`` column, observed (0/1) on clicked rows only and blank
     # elsewhere, drawn from a teacher correlated with the click teacher (multi-task demos).
     conversion: bool = False
+    # An event log instead (user, time, item, category, label) whose label is driven by how
+    # relevant the item is to the user's earlier clicks (see finalmlp.data.synthetic_history).
+    histories: bool = False
 
 
 class StreamingOptions(StrictModel):
@@ -279,6 +332,10 @@ class DataConfig(StrictModel):
     # Raw label text -> 0/1, e.g. {"no": 0, "yes": 1}; without it labels must be 0/1 or -1/1.
     label_map: dict[str, Literal[0, 1]] | None = None
     streaming: StreamingOptions | None = None
+    # Per-row behaviour histories from the rows' own events (see HistoryOptions).
+    history: HistoryOptions | None = None
+    # Lookup tables joined onto the rows of the splits (item side fields), in order.
+    join: list[Join] = Field(default_factory=list)
 
     @field_validator("has_header", mode="before")
     @classmethod
@@ -345,6 +402,10 @@ class DataConfig(StrictModel):
             raise ValueError(f"data.columns must be unique, got duplicates {dupes}")
         for feat in self.features:
             _check_share(feat, {f.name: f for f in self.features})
+        self._check_history()
+        for feat in self.features:
+            if isinstance(feat, SequenceFeature) and feat.target is not None:
+                _check_target(feat, {f.name: f for f in self.features})
         if self.format != "synthetic" and self.train is None:
             raise ValueError("data.train is required (path of the training file)")
         train_header = (
@@ -368,6 +429,43 @@ class DataConfig(StrictModel):
                     "at random); give both"
                 )
         return self
+
+    def _check_history(self) -> None:
+        """History features need data.history; they take its max_len and keep the tail."""
+        history = [f for f in self.features if isinstance(f, SequenceFeature) and f.history]
+        if self.history is None:
+            if history:
+                raise ValueError(
+                    f"feature {history[0].name!r} sets history: {history[0].history!r}, which "
+                    "needs data.history (the user and time columns); add it, or remove history"
+                )
+            return
+        if not history:
+            raise ValueError(
+                "data.history is set but no sequence feature sets history: <column>; add one "
+                "(e.g. {name: hist_item, type: sequence, history: item}) or remove data.history"
+            )
+        if self.streaming is not None:
+            raise ValueError("data.history cannot be built with data.streaming; remove one")
+        if self.format in ("libsvm", "libffm"):
+            raise ValueError(f"data.history needs named columns, which {self.format} lacks")
+        features = list(self.features)
+        for i, feat in enumerate(features):
+            if not (isinstance(feat, SequenceFeature) and feat.history):
+                continue
+            if "max_len" in feat.model_fields_set and feat.max_len != self.history.max_len:
+                raise ValueError(
+                    f"history feature {feat.name!r} sets max_len {feat.max_len}; its length "
+                    f"is data.history.max_len ({self.history.max_len}): remove max_len"
+                )
+            if feat.truncate == "head" and "truncate" in feat.model_fields_set:
+                raise ValueError(
+                    f"history feature {feat.name!r} keeps the most recent items "
+                    "(truncate: tail); remove truncate: head"
+                )
+            update = {"max_len": self.history.max_len, "truncate": "tail"}
+            features[i] = feat.model_copy(update=update)
+        object.__setattr__(self, "features", features)
 
     def _check_labels(self) -> None:
         if self.labels is not None:
@@ -450,6 +548,32 @@ def _check_share(
         raise ValueError(
             f"feature {feat.name!r} shares the table of {share!r}: set min_count or "
             f"hash_buckets on {share!r}, not on {feat.name!r}"
+        )
+
+
+def _check_target(
+    feat: SequenceFeature,
+    by_name: dict[str, CategoricalFeature | NumericFeature | SequenceFeature],
+) -> None:
+    """An attention target is a categorical feature looking up the sequence's table."""
+    target = by_name.get(feat.target or "")
+    if target is None:
+        raise ValueError(
+            f"feature {feat.name!r} pools by attention over target {feat.target!r}, which is "
+            f"not a feature; expected one of {list(by_name)}"
+        )
+    if not isinstance(target, CategoricalFeature):
+        raise ValueError(
+            f"the attention target {target.name!r} of {feat.name!r} is a {target.type} "
+            "feature; it must be categorical (one item per row)"
+        )
+    mine = feat.share_embedding or feat.name
+    theirs = target.share_embedding or target.name
+    if mine != theirs:
+        raise ValueError(
+            f"the attention target {target.name!r} of {feat.name!r} does not share its table "
+            f"({feat.name!r} looks up {mine!r}, {target.name!r} looks up {theirs!r}); set "
+            f"share_embedding: {theirs} on {feat.name!r}, or pick a target of table {mine!r}"
         )
 
 
@@ -605,10 +729,13 @@ class ExperimentConfig(StrictModel):
 
 __all__ = [
     "MONITOR_METRICS",
+    "AttentionOptions",
     "AutoIntConfig",
     "CategoricalFeature",
+    "Condition",
     "DCNConfig",
     "DCNv2Config",
+    "DINConfig",
     "DNNConfig",
     "DataConfig",
     "DeepFMConfig",
@@ -621,7 +748,9 @@ __all__ = [
     "FinalMLPConfig",
     "FinalNetConfig",
     "HeaderSetting",
+    "HistoryOptions",
     "HoMEConfig",
+    "Join",
     "LRConfig",
     "LabelSpec",
     "LibsvmOptions",

@@ -106,6 +106,23 @@ class DNNConfig(StrictModel):
     mlp: MLPConfig = MLPConfig(hidden_units=[400, 400, 400], dropout=0.2, batch_norm=True)
 
 
+class DINConfig(StrictModel):
+    """DIN (Zhou et al., KDD 2018): attention-pooled behaviour sequences (features with
+    ``pooling: attention``) concatenated with the other fields into an MLP with Dice.
+
+    The MLP defaults are FuxiCTR's DIN ([512, 128, 64], no dropout, no batch norm); its hidden
+    activation is Dice as in the paper (FuxiCTR's default is ReLU). ``mba_l2`` is the paper's
+    mini-batch aware regularisation (Sec. 4.2): an L2 penalty on the embedding rows a batch
+    uses, each divided by how often its id occurs (see finalmlp.models.din).
+    """
+
+    name: Literal["din"] = "din"
+    embedding_dim: int = Field(10, gt=0)
+    mlp: MLPConfig = MLPConfig(hidden_units=[512, 128, 64])
+    activation: Literal["dice", "prelu", "relu"] = "dice"
+    mba_l2: float = Field(0.0, ge=0)
+
+
 class WideDeepConfig(StrictModel):
     """Wide & Deep (Cheng et al., DLRS 2016): logistic regression plus a DNN logit."""
 
@@ -362,6 +379,7 @@ ModelConfig = Annotated[
     | LRConfig
     | FMConfig
     | DNNConfig
+    | DINConfig
     | WideDeepConfig
     | DeepFMConfig
     | DCNConfig

@@ -150,7 +150,8 @@ class RowEncoder:
         lookup = self._table(feat)
         out = np.zeros((num_rows, feat.max_len), dtype=np.int32)
         for row, value in enumerate(values):
-            tokens = [t for item in (value or "").split(feat.separator) if (t := _token(item))]
+            items = value if isinstance(value, list) else (value or "").split(feat.separator)
+            tokens = [t for item in items if (t := _token(item))]
             kept = tokens[: feat.max_len] if feat.truncate == "head" else tokens[-feat.max_len :]
             out[row, : len(kept)] = [lookup(t) for t in kept]
         return out

@@ -243,6 +243,8 @@ def _input_fields(run: Run) -> list[InputField]:
 
 
 def _dtype(field: InputField) -> pl.DataType:
+    if field.kind == "sequence":
+        return pl.List(pl.Utf8())
     return pl.Float64() if field.kind == "numeric" else pl.Utf8()
 
 
@@ -265,8 +267,12 @@ def _clean(index: int, field: InputField, value: Any) -> Any:
                 "finite floating-point number",
             ) from None
         return number if math.isfinite(number) else None
-    if field.kind == "sequence" and isinstance(value, list):
-        return field.separator.join(_scalar_text(index, field, item) for item in value)
+    if field.kind == "sequence":
+        # A JSON list keeps its items whole (an item may contain the separator); text is
+        # split on the separator, as in a data file.
+        if isinstance(value, list):
+            return [_scalar_text(index, field, item) for item in value]
+        return _scalar_text(index, field, value).split(field.separator)
     return _scalar_text(index, field, value)
 
 
