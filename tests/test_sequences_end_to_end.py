@@ -54,7 +54,7 @@ def _train_and_score_lists(
     frames = load_frames(config.data)
     test_histories = frame_histories(frames, config.data)["test"]
     encoded = run.processor.transform(frames["test"], test_histories)
-    built = predict_proba(run.model, EncodedSplit(encoded, None))[:, 0]
+    built = run.calibrate(predict_proba(run.model, EncodedSplit(encoded, None)))[:, 0]
     scoring = _with_lists(frames["test"], test_histories, names)
     scoring.write_parquet(tmp_path / "score.parquet")
     predict_file(tmp_path / "run", tmp_path / "score.parquet", tmp_path / "scores.csv",

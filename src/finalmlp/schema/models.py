@@ -422,4 +422,6 @@ MODEL_TRAIN_DEFAULTS: dict[str, dict[str, float]] = {
     "mmoe": {"learning_rate": 1e-3, "embedding_l2": 0.0},
     "ple": {"learning_rate": 1e-3, "embedding_l2": 0.0},
     "home": {"learning_rate": 1e-3, "embedding_l2": 0.0},
+    # DIN: FuxiCTR's DIN has no embedding regulariser by default; the paper's own is mba_l2
+    "din": {"learning_rate": 1e-3, "embedding_l2": 0.0},
 }
