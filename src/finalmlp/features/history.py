@@ -118,7 +118,7 @@ def _row_keys(
 
 
 def _user_keys(frame: pl.DataFrame, column: str, split: str) -> pl.Series:
-    from finalmlp.features.processor import normalize_tokens
+    from finalmlp.features.tokens import normalize_tokens
 
     keys = normalize_tokens(frame[column], column)
     if keys.null_count():
