@@ -141,14 +141,7 @@ class EventHistories:
                 _number(index, field, value) if number else _text(index, field, value)
             )
         if event.get(options.user) is not None and user is not None:
-            theirs, mine = (
-                _text(index, f"{where}.{options.user}", v) for v in (event[options.user], user)
-            )
-            if theirs != mine:
-                raise RecordError(
-                    index, f"{where}.{options.user}", f"the event is user {theirs!r}'s, the "
-                    f"record user {mine!r}'s; send each record its own user's events"
-                )  # fmt: skip
+            _same_user(index, f"{where}.{options.user}", event[options.user], user)
         return out
 
     def fill(self, columns: dict[str, list[Any]], records: Sequence[RecordEvents]) -> None:
@@ -176,6 +169,16 @@ class EventHistories:
             items = histories.events[feature.history].to_list()
             for k, record in enumerate(records):
                 columns[feature.column][record.index] = items[ends[k] - lengths[k] : ends[k]]
+
+
+def _same_user(index: int, field: str, theirs: Any, mine: Any) -> None:
+    """RecordError unless an event's user key is the record's (compared as tokens)."""
+    their_text, my_text = (_text(index, field, v) for v in (theirs, mine))
+    if (their_text or "").strip() != (my_text or "").strip():
+        raise RecordError(
+            index, field, f"the event is user {their_text!r}'s, the record user {my_text!r}'s; "
+            "send each record its own user's events"
+        )  # fmt: skip
 
 
 def _number(index: int, field: str, value: Any) -> float:
