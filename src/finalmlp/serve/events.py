@@ -176,7 +176,7 @@ def _same_user(index: int, field: str, theirs: Any, mine: Any) -> None:
     their_text, my_text = (_text(index, field, v) for v in (theirs, mine))
     if (their_text or "").strip() != (my_text or "").strip():
         raise RecordError(
-            index, field, f"the event is user {their_text!r}'s, the record user {my_text!r}'s; "
+            index, field, f"the event belongs to user {their_text!r}, the record to {my_text!r}; "
             "send each record its own user's events"
         )  # fmt: skip
 
