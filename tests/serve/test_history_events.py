@@ -140,3 +140,22 @@ def test_events_to_a_model_without_histories(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="builds no history from events") as caught:
         scorer.score_records([record])
     assert caught.value.field == "events"
+
+
+def test_long_lists_and_many_events_keep_the_most_recent(run: Run) -> None:
+    """A history longer than max_len (20) keeps its last 20 items, whether sent as lists or
+    built from events (sent newest first here: they are sorted by time)."""
+    items = [f"i{k * 3}" for k in range(30)]
+    categories = [f"k{k % 12}" for k in range(30)]
+    base = {"user": "u1", "item": "i3", "category": "k0"}
+    events = [{"item": items[k], "category": categories[k], "time": k, "label": 1}
+              for k in reversed(range(30))]  # fmt: skip
+    for scorer in (Scorer(run), RowScorer(run)):
+        long, tail, head, built = scorer.score_records([
+            {**base, "hist_item": items, "hist_category": categories},
+            {**base, "hist_item": items[-20:], "hist_category": categories[-20:]},
+            {**base, "hist_item": items[:20], "hist_category": categories[:20]},
+            {**base, "events": events},
+        ])[:, 0]  # fmt: skip
+        assert long == pytest.approx(tail) and built == pytest.approx(tail)
+        assert head != pytest.approx(tail)
