@@ -15,6 +15,8 @@ mixed separators, non-UTF-8) read with `read_file`; anything but a clear FinalML
 Usage:
     .venv/bin/python benchmarks/fuzz_inputs.py --bundle runs/frappe --requests 10000 \
         --files 500 --seconds 120 --out docs/results/fuzz.json
+    # the readers alone, with a config's data section instead of a run (no training):
+    .venv/bin/python benchmarks/fuzz_inputs.py --readers-only --config configs/frappe_x1.yaml
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from typing import Any
 import fuzz_hostile
 from fastapi.testclient import TestClient
 
+from finalmlp.bundle import load_run
+from finalmlp.config import load_config
 from finalmlp.data.readers import read_file
 from finalmlp.errors import FinalMLPError
+from finalmlp.schema import DataConfig
 from finalmlp.serve.ab import Arm
 from finalmlp.serve.app import create_app, load_arms
 from finalmlp.serve.settings import ServeSettings
@@ -128,11 +133,8 @@ def fuzz_hostile_classes(bundle: Path, numeric: Path, seed: int) -> dict[str, An
     return report
 
 
-def fuzz_readers(bundle: Path, files: int, seed: int) -> dict[str, Any]:
-    from finalmlp.bundle import load_run
-
+def fuzz_readers(config: DataConfig, files: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    config = load_run(bundle).config.data
     header = "label,user,item,daytime,weekday,isweekend,homework,cost,weather,country,city\n"
     good = "1,8,305,afternoon,sunday,weekend,home,free,sunny,Canada,129\n"
     outcomes = {"read": 0, "user_error": 0, "crash": 0}
@@ -158,7 +160,9 @@ def fuzz_readers(bundle: Path, files: int, seed: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, help="the run to serve (and whose data to read)")
+    parser.add_argument("--config", type=Path, help="read files with this config's data section")
+    parser.add_argument("--readers-only", action="store_true", help="only fuzz the readers")
     parser.add_argument(
         "--numeric-bundle", type=Path, help="a run with numeric fields (default: trained)"
     )
@@ -168,12 +172,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.bundle is None and (args.config is None or not args.readers_only):
+        parser.error("give --bundle, or --readers-only with --config")
     started = time.monotonic()
-    report: dict[str, Any] = {
-        "server": fuzz_server(args.bundle, args.requests, args.seconds, args.seed),
-        "readers": fuzz_readers(args.bundle, args.files, args.seed),
-    }
-    fuzzed = time.monotonic() - started
+    data = (load_config(args.config) if args.config else load_run(args.bundle).config).data
+    report: dict[str, Any] = {}
+    if not args.readers_only:
+        report["server"] = fuzz_server(args.bundle, args.requests, args.seconds, args.seed)
+    report["readers"] = fuzz_readers(data, args.files, args.seed)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    if args.readers_only:
+        return _write_report(report, args.out)
     with tempfile.TemporaryDirectory() as tmp:
         numeric = args.numeric_bundle
         has_numbers = any(
@@ -182,10 +191,13 @@ def main() -> None:
         if numeric is None:
             numeric = args.bundle if has_numbers else fuzz_hostile.numeric_bundle(Path(tmp))
         report["hostile"] = fuzz_hostile_classes(args.bundle, numeric, args.seed)
-    report["seconds"] = round(fuzzed, 1)
+    _write_report(report, args.out)
+
+
+def _write_report(report: dict[str, Any], out: Path | None) -> None:
     print(json.dumps(report, indent=2))
-    if args.out is not None:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,16 @@ separators first (about a third of the reading time) and, in the same pass, spot
 and lines equal to the header (files concatenated with their headers). A file with quoted fields
 spanning several lines is checked with Python's ``csv`` module instead (slower, exact). A blank
 line counts as a line with no fields, except in a one-column file where it is a missing value.
+
+A carriage return inside a line (not just before its newline) is part of its field, as Polars
+reads it; Python's csv module would stop there (``csv.Error: new-line character seen in unquoted
+field``), so lines holding one go through :func:`_hide_returns` first.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,8 @@ from finalmlp.data.textlines import NotUtf8Error, block_lines, line_blocks
 from finalmlp.errors import DataError
 
 QUOTE = '"'  # Polars' default quote character, used by both CSV readers here
+_ESCAPE, _RETURN = "\ue000", "\ue001"  # private-use characters: never a separator or quote
+_HIDDEN = re.compile(f"{_ESCAPE}(.)", re.DOTALL)
 _STRUCTURE_SCHEMA = pl.Schema(
     {
         "line": pl.Int64,
@@ -99,7 +106,7 @@ def scan_structure(
             raise NotUtf8Error(f"cannot read {path} as UTF-8") from None
         raise
     if suspects["odd_quotes"].any():
-        header = next(csv.reader([header_line], delimiter=separator)) if header_line else None
+        header = split_fields(header_line, separator) if header_line else None
         return scan_records(path, separator, expected, has_header, header, first_only)
     reason = (
         pl.when(pl.col("repeat"))
@@ -132,8 +139,9 @@ def scan_records(
     reader = csv.reader(_text_lines(path), delimiter=separator, quotechar=QUOTE)
     start = 1
     try:
-        for record in reader:
+        for fields in reader:
             end = reader.line_num
+            record = [_show_returns(f) for f in fields] if _hidden(fields) else fields
             if not (has_header and start == 1):
                 reason = _record_problem(record, expected, header)
                 if reason is not None:
@@ -165,10 +173,39 @@ def _record_problem(record: list[str], expected: int, header: list[str] | None) 
 
 
 def _text_lines(path: Path) -> Iterator[str]:
-    """Lines with their ``\\n`` for the csv module (decompressed; UTF-8 checked before)."""
+    """Lines with their ``\\n`` for the csv module (decompressed; UTF-8 checked before), a
+    carriage return inside a line hidden (:func:`_hide_returns`)."""
     for block in line_blocks(path):
         for raw in block_lines(block):
-            yield raw.decode("utf-8", errors="replace") + "\n"
+            text = raw.decode("utf-8", errors="replace")
+            if _ESCAPE in text or "\r" in text.removesuffix("\r"):
+                text = _hide_returns(text.removesuffix("\r")) + "\r" * text.endswith("\r")
+            yield text + "\n"
+
+
+def split_fields(text: str, separator: str) -> list[str]:
+    """The fields of one line (no newline) as Polars reads them: quotes removed, a carriage
+    return kept in its field; ``[]`` for an empty line."""
+    hide = "\r" in text or _ESCAPE in text
+    line = _hide_returns(text) if hide else text
+    fields = next(csv.reader([line], delimiter=separator, quotechar=QUOTE), [])
+    return [_show_returns(field) for field in fields] if hide else fields
+
+
+def _hidden(fields: list[str]) -> bool:
+    """Whether some field holds a carriage return hidden by :func:`_hide_returns`."""
+    return any(_ESCAPE in field for field in fields)
+
+
+def _hide_returns(text: str) -> str:
+    """Write each ``\\r`` as two private-use characters the csv module reads as text (and the
+    escape character itself doubled, so :func:`_show_returns` restores the text exactly)."""
+    return text.replace(_ESCAPE, _ESCAPE * 2).replace("\r", _ESCAPE + _RETURN)
+
+
+def _show_returns(field: str) -> str:
+    """Undo :func:`_hide_returns` on one field."""
+    return _HIDDEN.sub(lambda m: "\r" if m.group(1) == _RETURN else _ESCAPE, field)
 
 
 def raise_structure(path: Path, row: dict[str, object], expected: int, hint: str = "") -> NoReturn:

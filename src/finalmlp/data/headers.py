@@ -21,11 +21,10 @@ or a header where data is expected, is an error naming the file and the setting 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from finalmlp.data.csvlines import QUOTE
+from finalmlp.data.csvlines import split_fields
 from finalmlp.data.textlines import first_line
 from finalmlp.errors import DataError
 from finalmlp.schema import DataConfig, HeaderSetting
@@ -113,7 +112,7 @@ def first_fields(path: Path, separator: str) -> list[str]:
     text = first_line(path).decode("utf-8", errors="replace").removeprefix("\ufeff")
     if not text:
         raise DataError(f"{path} starts with an empty line; expected a header or a data row")
-    return next(csv.reader([text], delimiter=separator, quotechar=QUOTE))
+    return split_fields(text, separator)
 
 
 def resolve_header(
