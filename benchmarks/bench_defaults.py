@@ -24,7 +24,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import seeded_runs
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,19 +135,15 @@ def summary(metrics: dict[str, Any], seconds: float, model: str) -> dict[str, An
 
 def table(path: Path) -> str:
     """Markdown: per set and arm, mean ± std over seeds, and the models the arm ended with."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        groups.setdefault((record["set"], record["arm"]), []).append(record)
+    groups = seeded_runs.grouped(path, "arm")
     rows = [
         "| set | arm | seeds | model(s) | test AUC | test logloss | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
     for (name, arm), records in groups.items():
-        cells = []
-        for key in ("test_auc", "test_logloss"):
-            values = [r[key] for r in records]
-            cells.append(f"{np.mean(values):.4f} ± {np.std(values):.4f}")
+        cells = [
+            seeded_runs.mean_std([r[k] for r in records]) for k in ("test_auc", "test_logloss")
+        ]
         models = ", ".join(sorted({r["model"] for r in records}))
         seconds = np.mean([r["seconds"] for r in records])
         rows.append(
@@ -157,14 +153,15 @@ def table(path: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", default="frappe_x1,criteo_small,census")
+    parser = seeded_runs.parser(
+        __doc__,
+        sets="frappe_x1,criteo_small,census",
+        seeds="2021,2022,2023",
+        work=Path("/tmp/bench_defaults"),
+        out=ROOT / "docs/results/defaults.jsonl",
+    )
     parser.add_argument("--arms", default="inferred,tune,lr_tuned,dnn_tuned")
-    parser.add_argument("--seeds", default="2021,2022,2023")
     parser.add_argument("--budget", default="2m")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_defaults"))
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/defaults.jsonl")
-    parser.add_argument("--table", action="store_true", help="print --out as a table, run none")
     args = parser.parse_args()
     if args.table:
         print(table(args.out))
@@ -173,7 +170,7 @@ def main() -> None:
 
     files = make_files(args.work)
     for name in args.sets.split(","):
-        for seed in map(int, args.seeds.split(",")):
+        for seed in seeded_runs.seeds(args.seeds):
             base = inferred_config(files[name], args.work / "cache")
             base["train"]["seed"] = seed
             for arm in args.arms.split(","):
@@ -220,8 +217,7 @@ def main() -> None:
                     f"({record['seconds']:.0f} s)",
                     flush=True,
                 )
-                with args.out.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                seeded_runs.append(args.out, record)
 
 
 if __name__ == "__main__":

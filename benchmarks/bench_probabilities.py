@@ -28,8 +28,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import seeded_runs
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,10 +207,7 @@ def measure(config: dict[str, Any], out: Path) -> dict[str, Any]:
 
 def table(path: Path) -> str:
     """The markdown table of a results file: per set and variant, mean ± std over seeds."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        groups.setdefault((record["set"], record["variant"]), []).append(record)
+    groups = seeded_runs.grouped(path, "variant")
     rows = [
         "| set | variant | seeds | test AUC | test logloss | test ECE | base-rate logloss "
         "| epochs (best) | flagged |",
@@ -219,7 +215,7 @@ def table(path: Path) -> str:
     ]
 
     def cell(values: list[float]) -> str:
-        return f"{np.mean(values):.4f}" + (f" ± {np.std(values):.4f}" if len(values) > 1 else "")
+        return seeded_runs.mean_std(values, always=False)
 
     for (name, variant), records in groups.items():
         test = [r["test"] for r in records]
@@ -235,13 +231,14 @@ def table(path: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", default="frappe_low,census_low,criteo_small,frappe_10k")
+    parser = seeded_runs.parser(
+        __doc__,
+        sets="frappe_low,census_low,criteo_small,frappe_10k",
+        seeds="2021",
+        work=Path("/tmp/bench_probabilities"),
+        out=ROOT / "docs/results/probabilities.jsonl",
+    )
     parser.add_argument("--variants", default="before,after")
-    parser.add_argument("--seeds", default="2021")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_probabilities"))
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/probabilities.jsonl")
-    parser.add_argument("--table", action="store_true", help="print --out as a table, run none")
     args = parser.parse_args()
     if args.table:
         print(table(args.out))
@@ -249,7 +246,7 @@ def main() -> None:
     sets = make_sets(args.work)
     for name in args.sets.split(","):
         for variant in args.variants.split(","):
-            for seed in map(int, args.seeds.split(",")):
+            for seed in seeded_runs.seeds(args.seeds):
                 config = config_for(name, sets.get(name), variant, seed)
                 config["data"]["cache_dir"] = str(args.work / "cache")
                 run_dir = args.work / "runs" / f"{name}-{variant}-{seed}"
@@ -263,8 +260,7 @@ def main() -> None:
                     f"(best {record['best_epoch']}) {record['seconds']:.0f} s",
                     flush=True,
                 )
-                with args.out.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                seeded_runs.append(args.out, record)
 
 
 if __name__ == "__main__":

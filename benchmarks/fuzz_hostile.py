@@ -20,20 +20,18 @@ import random
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from finalmlp.bundle import _hashes
 from finalmlp.serve.ab import Arm
 from finalmlp.serve.app import Service, create_app, load_arms
-from finalmlp.serve.server import uvicorn_config
+from finalmlp.serve.server import serve_in_thread
 from finalmlp.serve.settings import ServeSettings
 
 JSON = {"Content-Type": "application/json"}
@@ -100,38 +98,29 @@ def stalled_connections(bundle: Path, count: int) -> dict[str, Any]:
     body, against uvicorn with 1 s deadlines; when were they all closed?"""
     settings = ServeSettings(header_timeout_s=1.0, body_timeout_s=1.0)
     app = create_app(load_arms([Arm("default", bundle)]), settings)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, settings))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    fds_before = len(os.listdir("/proc/self/fd"))
-    sends = [b"", b"POST /v1/predict HTTP/1.1\r\nHo",
-             b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-             b'Content-Length: 500\r\n\r\n{"records": [']  # fmt: skip
-    sockets = []
-    start = time.monotonic()
-    for i in range(count):
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(sends[i % 3])
-        sockets.append(sock)
-    fds_open = len(os.listdir("/proc/self/fd"))
-    closed_after, answered_408 = [], 0
-    for sock in sockets:
-        sock.settimeout(30)
-        received = b""
-        while chunk := sock.recv(4096):
-            received += chunk
-        closed_after.append(time.monotonic() - start)
-        answered_408 += received.startswith(b"HTTP/1.1 408")
-        sock.close()
-    time.sleep(0.2)
-    fds_after = len(os.listdir("/proc/self/fd"))
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app, settings) as port:
+        fds_before = len(os.listdir("/proc/self/fd"))
+        sends = [b"", b"POST /v1/predict HTTP/1.1\r\nHo",
+                 b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b'Content-Length: 500\r\n\r\n{"records": [']  # fmt: skip
+        sockets = []
+        start = time.monotonic()
+        for i in range(count):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(sends[i % 3])
+            sockets.append(sock)
+        fds_open = len(os.listdir("/proc/self/fd"))
+        closed_after, answered_408 = [], 0
+        for sock in sockets:
+            sock.settimeout(30)
+            received = b""
+            while chunk := sock.recv(4096):
+                received += chunk
+            closed_after.append(time.monotonic() - start)
+            answered_408 += received.startswith(b"HTTP/1.1 408")
+            sock.close()
+        time.sleep(0.2)
+        fds_after = len(os.listdir("/proc/self/fd"))
     fds = {"before": fds_before, "while_open": fds_open, "after": fds_after}
     return {"connections": count, "deadline_s": 1.0, "answered_408": answered_408,
             "all_closed_within_s": round(max(closed_after), 2), "process_fds": fds}  # fmt: skip

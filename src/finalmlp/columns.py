@@ -9,6 +9,15 @@ import polars as pl
 from finalmlp.errors import DataError, SchemaError
 
 
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number with Python's ``float`` (``1e5``, `` 3 ``, ``nan``)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_columns(df: pl.DataFrame, columns: Sequence[str], where: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:

@@ -42,19 +42,29 @@ def load_config(path: str | Path) -> ExperimentConfig:
         ConfigError: naming the file and the offending key.
     """
     path = Path(path)
+    raw = read_yaml_mapping(path, "config", "data, model, train")
+    return parse_config(raw, base_dir=path.parent, origin=str(path))
+
+
+def read_yaml_mapping(path: Path, what: str, keys: str) -> dict[str, Any]:
+    """The mapping a YAML file holds (a ``what`` file, e.g. config or tune, with ``keys``).
+
+    Raises:
+        ConfigError: the file is missing, a directory, unreadable, not YAML or no mapping.
+    """
     if path.is_dir():
-        raise ConfigError(f"{path} is a directory; pass the YAML config file")
+        raise ConfigError(f"{path} is a directory; pass the YAML {what} file")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found")
+        raise ConfigError(f"{what} file {str(path)!r} not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys data, model, train")
-    return parse_config(raw, base_dir=path.parent, origin=str(path))
+        raise ConfigError(f"{path}: expected a mapping with keys {keys}")
+    return raw
 
 
 def parse_config(

@@ -12,7 +12,6 @@ import logging
 import math
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from finalmlp.serve import bodies
 from finalmlp.serve.ab import ABLog, Arm
 from finalmlp.serve.app import Service, _reload_logged, create_app, load_arms
 from finalmlp.serve.scorer import Scorer
-from finalmlp.serve.server import uvicorn_config
+from finalmlp.serve.server import serve_in_thread, uvicorn_config
 from finalmlp.serve.settings import ServeSettings
 
 JSON = {"Content-Type": "application/json"}
@@ -103,19 +102,8 @@ def live_server(runs: dict[str, Path]) -> Any:  # noqa: F811
     """The service under uvicorn on a free port, with 0.5 s header and body deadlines."""
     settings = ServeSettings(header_timeout_s=0.5, body_timeout_s=0.5, keep_alive_timeout_s=1)
     app = create_app(load_arms([Arm("default", runs["a"])]), settings)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, settings))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app, settings) as port:
+        yield port
 
 
 def _wait_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float]:

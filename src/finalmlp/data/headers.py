@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from finalmlp.columns import is_number
 from finalmlp.data.csvlines import split_fields
 from finalmlp.data.textlines import first_line
 from finalmlp.errors import DataError
@@ -191,15 +192,7 @@ def _names_every(first: list[str], wanted: list[str]) -> bool:
 
 def _holds_data(fields: list[str]) -> bool:
     """Whether some field is empty or a number: a header names every column."""
-    return any(field == "" or _is_number(field) for field in fields)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return any(field == "" or is_number(field) for field in fields)
 
 
 def _shown(fields: list[str]) -> str:

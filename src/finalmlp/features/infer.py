@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from finalmlp.columns import is_number
 from finalmlp.errors import ConfigError, DataError, SchemaError
 from finalmlp.features.proposal import (
     InferredSchema,
@@ -335,7 +336,7 @@ def _looks_like_header(probe: pl.DataFrame) -> bool:
     """The first row names the columns if its values are all identifiers (not numbers) and
     a column below is mostly numeric, or none of the names reappears in its column."""
     first = [str(v).strip() if v is not None else "" for v in probe.row(0)]
-    if not all(_IDENTIFIER.match(v) and not _is_number(v) for v in first):
+    if not all(_IDENTIFIER.match(v) and not is_number(v) for v in first):
         return False
     below = probe.slice(1)
     reappears = False
@@ -535,14 +536,6 @@ def _spread(numbers: pl.Series) -> tuple[float, float, float]:
     """Minimum, maximum and median of a non-empty numeric series."""
     array = numbers.to_numpy()
     return float(array.min()), float(array.max()), float(np.median(array))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _shown(columns: list[str]) -> list[str]:

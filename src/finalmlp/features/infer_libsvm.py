@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from finalmlp.columns import is_number
 from finalmlp.data.libsvm import read_libsvm
 from finalmlp.data.textlines import line_blocks
 from finalmlp.errors import DataError, SchemaError
@@ -60,7 +61,7 @@ def sparse_format(path: Path, fmt: str | None) -> str | None:
         return by_suffix
     head = next(line_blocks(path), b"")[:65_536].split(b"\n", 1)[0]
     tokens = head.decode("utf-8", errors="replace").split()
-    if len(tokens) < 2 or not _is_number(tokens[0]):
+    if len(tokens) < 2 or not is_number(tokens[0]):
         return None
     rest = pl.Series(tokens[1:])
     if rest.str.contains(_FFM_TOKEN).all():
@@ -238,11 +239,3 @@ def _infer_field(
     if min_count == 2:
         note += f"; {singletons / counts.len():.0%} seen once: min_count 2"
     return {"name": name, "type": "categorical", "min_count": min_count}, note
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

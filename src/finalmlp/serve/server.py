@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import h11
@@ -120,3 +125,31 @@ def uvicorn_config(app: Any, host: str, port: int, settings: ServeSettings) -> u
 def serve_forever(app: Any, host: str, port: int, settings: ServeSettings) -> None:
     """Run the app until interrupted (the CLI's ``finalmlp serve``)."""
     uvicorn.Server(uvicorn_config(app, host, port, settings)).run()
+
+
+@contextmanager
+def serve_in_thread(
+    app: Any, settings: ServeSettings, host: str = "127.0.0.1", start_timeout_s: float = 20.0
+) -> Iterator[int]:
+    """Serve the app from a background thread on a free port, yielded, until the block ends
+    (a real socket in the same process: the hostile-client tests and fuzz run use it).
+
+    Raises:
+        RuntimeError: the server did not start within ``start_timeout_s``.
+    """
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(uvicorn_config(app, host, port, settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        if not server.started:
+            raise RuntimeError(f"the server on {host}:{port} did not start")
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finalmlp.config import read_yaml_mapping
 from finalmlp.errors import ConfigError
 
 TUNE_METRICS = ("auc", "gauc", "logloss", "monitor")
@@ -143,14 +144,7 @@ def load_tune_spec(path: str | Path) -> TuneSpec:
         ConfigError: naming the file and the offending key.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"tune file {str(path)!r} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys base, metric, space")
+    raw = read_yaml_mapping(path, "tune", "base, metric, space")
     if "base" not in raw and {"data", "model", "train"} & set(raw):
         raise ConfigError(
             f"{path} is an experiment config; `finalmlp tune` takes a tune file with "
