@@ -6,14 +6,8 @@ import torch
 from conftest import random_batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout
-from finalmlp.models.layers import (
-    MLP,
-    Dropout,
-    FeatureEmbedding,
-    FeatureGate,
-    InteractionAggregation,
-    reset_linear_layers,
-)
+from finalmlp.models.finalmlp_blocks import FeatureGate, InteractionAggregation
+from finalmlp.models.layers import MLP, Dropout, FeatureEmbedding, reset_linear_layers
 
 
 def explicit_aggregation(agg: InteractionAggregation, o1: torch.Tensor, o2: torch.Tensor):

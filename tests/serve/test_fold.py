@@ -11,7 +11,7 @@ from serve_runs import FINALMLP, make_run, rows
 
 import finalmlp.serve.fold as fold_module
 from finalmlp.bundle import load_run
-from finalmlp.models.layers import FeatureGate
+from finalmlp.models.finalmlp_blocks import FeatureGate
 from finalmlp.predict import read_for_run
 from finalmlp.serve.fold import FoldedGate, serving_model
 from finalmlp.serve.onnx import torch_probabilities

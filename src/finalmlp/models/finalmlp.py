@@ -19,13 +19,8 @@ from torch import nn
 from finalmlp.batch import Batch
 from finalmlp.layout import FieldLayout
 from finalmlp.models.base import CTRModel
-from finalmlp.models.layers import (
-    MLP,
-    FeatureEmbedding,
-    FeatureGate,
-    InteractionAggregation,
-    reset_linear_layers,
-)
+from finalmlp.models.finalmlp_blocks import FeatureGate, InteractionAggregation
+from finalmlp.models.layers import MLP, FeatureEmbedding, reset_linear_layers
 from finalmlp.schema import FinalMLPConfig
 
 

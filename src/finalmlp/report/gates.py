@@ -19,7 +19,7 @@ from finalmlp.data.dataset import EncodedSplit
 from finalmlp.data.split import BatchLoader
 from finalmlp.layout import FieldLayout
 from finalmlp.models.base import CTRModel
-from finalmlp.models.layers import FeatureGate
+from finalmlp.models.finalmlp_blocks import FeatureGate
 
 GateFunction = Callable[[Batch], Sequence[torch.Tensor]]
 

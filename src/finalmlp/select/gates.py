@@ -34,7 +34,8 @@ from finalmlp.batch import Batch
 from finalmlp.features.tables import FIRST_ID
 from finalmlp.layout import FieldLayout
 from finalmlp.models.base import CTRModel
-from finalmlp.models.layers import FeatureEmbedding, FeatureGate
+from finalmlp.models.finalmlp_blocks import FeatureGate
+from finalmlp.models.layers import FeatureEmbedding
 
 
 def embedding_modules(model: nn.Module) -> list[tuple[str, FeatureEmbedding]]:

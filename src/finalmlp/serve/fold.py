@@ -25,7 +25,7 @@ from torch.nn import functional
 from finalmlp.batch import Batch
 from finalmlp.models.base import CTRModel
 from finalmlp.models.finalmlp import FinalMLP
-from finalmlp.models.layers import FeatureGate
+from finalmlp.models.finalmlp_blocks import FeatureGate
 
 FOLD_MAX_VALUES = 1 << 24  # ids x F*E floats (64 MiB) at most per folded gate
 
