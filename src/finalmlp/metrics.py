@@ -30,6 +30,7 @@ __all__ = [
     "as_task_matrix",
     "compute_metrics",
     "expected_calibration_error",
+    "flat_binary",
     "group_auc",
     "log_loss",
     "metric_rows",
@@ -205,6 +206,22 @@ class Reliability:
         return float((weights * gaps).sum())
 
 
+def flat_binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as booleans (1 is positive) and scores as float64, both flattened (curves).
+
+    Raises:
+        ValueError: they are empty or of different lengths.
+    """
+    is_positive = np.asarray(labels).reshape(-1) == 1
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(is_positive) != len(values) or len(values) == 0:
+        raise ValueError(
+            f"labels and scores must be non-empty and of equal length, got {len(is_positive)} "
+            f"and {len(values)}"
+        )
+    return is_positive, values
+
+
 def reliability(labels: np.ndarray, probs: np.ndarray, num_bins: int = DEFAULT_BINS) -> Reliability:
     """Bin predicted probabilities into ``num_bins`` equal-width bins over [0, 1].
 
@@ -215,13 +232,7 @@ def reliability(labels: np.ndarray, probs: np.ndarray, num_bins: int = DEFAULT_B
     """
     if num_bins < 1:
         raise ValueError(f"num_bins must be at least 1, got {num_bins}")
-    is_positive = np.asarray(labels).reshape(-1) == 1
-    values = np.asarray(probs, dtype=np.float64).reshape(-1)
-    if len(is_positive) != len(values) or len(values) == 0:
-        raise ValueError(
-            f"labels and scores must be non-empty and of equal length, got {len(is_positive)} "
-            f"and {len(values)}"
-        )
+    is_positive, values = flat_binary(labels, probs)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     bins = np.searchsorted(edges[1:-1], values, side="left")  # (lo, hi], as scikit-learn
     counts = np.bincount(bins, minlength=num_bins).astype(np.float64)

@@ -17,6 +17,7 @@ from finalmlp.metrics import (  # re-exported: the report's curves and calibrati
     DEFAULT_BINS,
     Reliability,
     expected_calibration_error,
+    flat_binary,
     reliability,
 )
 
@@ -31,22 +32,11 @@ __all__ = [
 ]
 
 
-def _binary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    is_positive = np.asarray(labels).reshape(-1) == 1
-    values = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(is_positive) != len(values) or len(values) == 0:
-        raise ValueError(
-            f"labels and scores must be non-empty and of equal length, got {len(is_positive)} "
-            f"and {len(values)}"
-        )
-    return is_positive, values
-
-
 def _cumulative_counts(
     labels: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True and false positives at each distinct threshold, highest score first."""
-    is_positive, values = _binary(labels, scores)
+    is_positive, values = flat_binary(labels, scores)
     order = np.argsort(-values, kind="stable")
     sorted_scores, sorted_positive = values[order], is_positive[order]
     last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(values) - 1]
