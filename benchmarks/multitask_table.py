@@ -8,6 +8,8 @@ the base rate. For MMoE/PLE/HoME it also gives, on the test split, each task's e
 number of experts (exp of the entropy of its mean gate weights at its direct level), the
 largest mean gate weight, and the experts' dead fraction (outputs exactly 0).
 
+Also the single-task tables of docs/sequences.md (``--names`` labels each runs folder).
+
 Usage (after the benches of docs/multitask.md):
     .venv/bin/python benchmarks/multitask_table.py \
         /tmp/census_runs/mt /tmp/census_runs/income /tmp/census_runs/nm \
@@ -145,7 +147,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="bench --runs folders")
     parser.add_argument("--out", type=Path, required=True, help="JSON results; .md beside it")
+    parser.add_argument(
+        "--names",
+        nargs="*",
+        default=[],
+        help="FOLDER=TEXT: the 'trained on' text of a runs folder (default: its tasks), "
+        "e.g. att='attention pooling'",
+    )
     args = parser.parse_args()
+    names = dict(item.split("=", 1) for item in args.names)
     results, label = [], {}
     for folder in args.runs:
         label[folder.name] = folder.name
@@ -153,7 +163,9 @@ def main() -> None:
             if (run_dir / "model.safetensors").is_file():
                 result = {**evaluate(run_dir), "setting": folder.name}
                 tasks = [k for k, v in result.items() if isinstance(v, dict) and "auc" in v]
-                label[folder.name] = "both tasks" if len(tasks) > 1 else f"{tasks[0]} alone"
+                label[folder.name] = names.get(
+                    folder.name, "both tasks" if len(tasks) > 1 else f"{tasks[0]} alone"
+                )
                 results.append(result)
                 print(run_dir, {t: round(result[t]["auc"], 4) for t in tasks}, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

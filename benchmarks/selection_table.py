@@ -65,6 +65,13 @@ def one_seed(
     return report
 
 
+def valid_ece(report: dict[str, Any], which: str) -> float:
+    """ECE of the served (calibrated) scores on the validation split, from the training
+    run's probability check; the full model is not kept, so its test ECE is not known."""
+    check = report["probability_check"][which]
+    return float(next(iter(check["tasks"].values()))["ece"])
+
+
 def mean_std(values: list[float], digits: int = 4) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
@@ -97,6 +104,10 @@ def main() -> None:
                 f"{mean_std([r['metrics']['full'][split][metric] for r in reports])} | "
                 f"{mean_std([r['metrics']['selected'][split][metric] for r in reports])} |"
             )
+    print(
+        f"| valid ECE (served scores) | {mean_std(col(lambda r: valid_ece(r, 'full')))} | "
+        f"{mean_std(col(lambda r: valid_ece(r, 'selected')))} |"
+    )
     print(f"| test ECE | | {mean_std(col(lambda r: r['selected_test_ece']))} |")
     print(f"| test base-rate logloss | {mean_std(col(lambda r: r['test_base_rate_logloss']))} | |")
     print(

@@ -1,6 +1,7 @@
 """Raw event log -> histories -> train (DIN, attention-pooled FinalMLP) -> batch scoring with
-histories given as Parquet list columns; on the synthetic log always, on MovieLens when
-``../shared`` is there."""
+histories given as Parquet list columns, and served scores over HTTP with each record's recent
+events from the raw log; on the synthetic log always, on MovieLens when ``../shared`` is
+there."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 
-from finalmlp.bundle import load_run
+from finalmlp.bundle import Run, load_run
 from finalmlp.config import parse_config
 from finalmlp.data.frames import frame_histories, load_frames
 from finalmlp.data.split import EncodedSplit
 from finalmlp.features.history import RowHistories
 from finalmlp.inference import predict_proba
 from finalmlp.predict import predict_file
+from finalmlp.schema import SequenceFeature
+from finalmlp.serve.ab import Arm
+from finalmlp.serve.app import create_app, load_arms
+from finalmlp.serve.settings import ServeSettings
 from finalmlp.train.run import train_from_config
 
 TRAIN = {"batch_size": 256, "max_epochs": 4, "learning_rate": 0.005, "progress": False, "seed": 3}
@@ -60,7 +66,35 @@ def _train_and_score_lists(
     predict_file(tmp_path / "run", tmp_path / "score.parquet", tmp_path / "scores.csv",
                  backend="torch")  # fmt: skip
     listed = pl.read_csv(tmp_path / "scores.csv")["score"].to_numpy()
+    served = _served_from_events(run, frames, SERVED_ROWS)
+    np.testing.assert_allclose(served, built[SERVED_ROWS], rtol=1e-5, atol=1e-6)
     return metrics, built, listed
+
+
+SERVED_ROWS = [0, 1, 2, 3, 4]
+
+
+def _served_from_events(run: Run, frames: dict[str, pl.DataFrame], rows: list[int]) -> np.ndarray:
+    """Scores of test ``rows`` from the HTTP service, each record sending the model's fields,
+    its time and, as its recent events, every row of its user's in the raw log (later ones,
+    its own and non-behaviour ones included: the service leaves them out)."""
+    options = run.config.data.history
+    assert options is not None
+    history = [f for f in run.processor.features if isinstance(f, SequenceFeature) and f.history]
+    fields = [c for c in run.processor.columns if c not in {f.column for f in history}]
+    event_keys = list(dict.fromkeys([options.time, *(f.history for f in history),
+                                     *options.columns]))  # fmt: skip
+    log = pl.concat([frames[s] for s in ("train", "valid", "test")], how="vertical_relaxed")
+    records = []
+    for row in rows:
+        keys = dict.fromkeys([*fields, options.user, options.time])
+        record = {c: frames["test"][c][row] for c in keys}
+        own = log.filter(pl.col(options.user) == record[options.user])
+        records.append({**record, "events": own.select(event_keys).to_dicts()})
+    client = TestClient(create_app(load_arms([Arm("default", run.path)]), ServeSettings()))
+    response = client.post("/v1/predict", json={"records": records})
+    assert response.status_code == 200, response.text
+    return np.asarray(response.json()["predictions"])
 
 
 SYNTHETIC = {"recipe": "synthetic", "synthetic": {"num_rows": 8000, "histories": True, "seed": 5}}

@@ -97,6 +97,9 @@ def test_value_level_end_to_end_predict_evaluate_serve(noisy: Path, tmp_path: Pa
     report = json.loads((out / "selection.json").read_text())
     rows = {row["field"]: row for row in report["fields"]}
     assert abs(report["kept_fraction"] - 0.25) <= 0.1
+    for which in ("full", "selected"):  # both models' served-score checks are kept
+        check = report["probability_check"][which]["tasks"]["label"]
+        assert 0.0 <= check["ece"] <= 1.0 and check["logloss"] > 0
     for name in SIGNAL:  # strong fields keep most of their values
         assert rows[name]["kept"] >= rows[name]["total"] // 2
     assert not rows["x_signal"]["dropped"] and rows["x_noise"]["dropped"]

@@ -131,7 +131,8 @@ def _time_split(
         raise DataError(f"data.split.by column {column!r} is empty on row {row + 1:,}")
     order = np.argsort(times.to_numpy(), kind="stable")
     sorted_times = times.to_numpy()[order]
-    out, stop = {}, frame.height
+    out: dict[str, pl.DataFrame] = {}
+    stop = frame.height
     for name in ("test", "valid"):
         if name not in missing:
             continue

@@ -54,7 +54,7 @@ from finalmlp.data.textlines import (
 )
 from finalmlp.data.values import LABEL_VALUES, apply_checks, parse_values
 from finalmlp.errors import DataError, SchemaError
-from finalmlp.schema import DataConfig, LibsvmOptions
+from finalmlp.schema import DataConfig, LibsvmOptions, SequenceFeature
 
 __all__ = ["LABEL_VALUES", "ReadResult", "csv_header", "read_file", "read_table"]
 
@@ -359,9 +359,10 @@ def _wanted_columns(config: DataConfig, require_label: bool, events: bool = Fals
     another file (scoring, evaluating) each history feature's own column (the history as a list
     or separator-joined text)."""
     if events and config.history is not None:
-        columns = [f.column for f in config.features if not getattr(f, "history", None)]
+        histories = _history_columns(config)
+        columns = [f.column for f in config.features if f.name not in histories]
         columns += config.history.columns
-        columns += [f.history for f in config.features if getattr(f, "history", None)]
+        columns += list(histories.values())
     else:
         columns = [f.column for f in config.features]
     if events and config.join:  # joined columns come from the lookup tables
@@ -392,9 +393,7 @@ def _check_present(path: Path, available: list[str], wanted: list[str], config: 
             "Set data.label to the column holding 0/1 clicks"
         )
     if config.history is not None:
-        history = set(config.history.columns) | {
-            f.history for f in config.features if getattr(f, "history", None)
-        }
+        history = set(config.history.columns) | set(_history_columns(config).values())
         events = [c for c in missing if c in history]
         if events:
             raise SchemaError(
@@ -425,3 +424,12 @@ def _check_values(
         return frame, table.bad
     frame, found = apply_checks(table.frame, frame, checks, table.places, policy, hint)
     return frame, pl.concat([table.bad, found])
+
+
+def _history_columns(config: DataConfig) -> dict[str, str]:
+    """Feature name -> the event column of each history feature."""
+    return {
+        f.name: f.history
+        for f in config.features
+        if isinstance(f, SequenceFeature) and f.history is not None
+    }

@@ -202,7 +202,7 @@ class ShardWriter:
             if array.shape[1]:
                 columns[name] = _fixed_lists(array)
         for i, seq in enumerate(features.sequences):
-            columns[f"seq{i}"] = _fixed_lists(seq)
+            columns[f"seq{i}"] = _fixed_lists(np.asarray(seq))
         if label is not None:
             matrix = np.asarray(label, dtype=np.float32).reshape(n, -1)  # (N,) is one task
             columns["label"] = _fixed_lists(matrix)
@@ -441,7 +441,7 @@ class _Rows:
         return Batch(
             categorical=_own(f.categorical),
             numeric=_own(f.numeric),
-            sequences=tuple(_own(s) for s in f.sequences),
+            sequences=tuple(_own(np.asarray(s)) for s in f.sequences),
             label=None if self.label is None else _own(self.label),
         )
 

@@ -67,14 +67,7 @@ def build_histories(
         DataError: a missing user key, or a time that is missing or no finite number.
     """
     order = [s for s in SPLIT_ORDER if s in frames]
-    needed = list(dict.fromkeys([*options.columns, *columns]))
-    for split in order:
-        missing = [c for c in needed if c not in frames[split].columns]
-        if missing:
-            raise SchemaError(
-                f"column(s) {missing} needed by data.history not found in the {split} data; "
-                f"it has {frames[split].columns}. Fix data.history or the features' history:"
-            )
+    _check_columns({s: frames[s] for s in order}, [*options.columns, *columns])
     keys, span = _row_keys(frames, order, options)
     out: dict[str, RowHistories] = {}
     visible: list[pl.DataFrame] = []
@@ -96,19 +89,67 @@ def _locate(events: pl.DataFrame, row_keys: np.ndarray, width: int, span: int) -
     return RowHistories(events.drop(_KEY), ends, lengths, width)
 
 
+def events_histories(
+    rows: pl.DataFrame, events: pl.DataFrame, options: HistoryOptions, columns: Sequence[str]
+) -> RowHistories:
+    """Histories of ``rows`` cut from a separate log of ``events`` (the recent events a served
+    request sends with its records), by the rules of :func:`build_histories`.
+
+    A row sees the behaviour events (``options.behaviour``) of its own user (``options.user``)
+    strictly before its time (ties are not before), the last ``max_len`` of them, oldest
+    first; events at the same time keep the order they were given in. A row whose time is
+    missing (null) sees all its user's events.
+
+    Args:
+        rows: the user and time columns of the rows (time may be null).
+        events: the user, time and behaviour columns and ``columns``, one row per event, in
+            any order.
+        options: ``data.history``.
+        columns: the event columns whose values the histories hold.
+
+    Raises:
+        SchemaError: a column the builder needs is missing.
+        DataError: a missing user key, or a time that is no finite number (or a missing
+            event time).
+    """
+    _check_columns({"events": events}, [*options.columns, *columns])
+    _check_columns({"rows": rows}, [options.user, options.time])
+    event_times = _times(events, options.time, "events")
+    row_times, not_number = float_values(rows[options.time], "numeric")
+    bad = not_number | ~row_times.is_finite().fill_null(True)
+    if bad.any():
+        row = int(bad.arg_max() or 0)
+        raise DataError(
+            f"the time column {options.time!r} (data.history.time) must hold finite numbers, "
+            f"got {rows[options.time][row]!r} on row {row + 1:,}"
+        )
+    after_all = float(event_times.max() or 0.0) + 1.0  # type: ignore[arg-type]
+    users = pl.concat([_user_keys(events, options.user, "events"),
+                       _user_keys(rows, options.user, "rows")])  # fmt: skip
+    keys, span = _sort_keys(users, pl.concat([event_times, row_times.fill_null(after_all)]))
+    frame = events.select(columns).with_columns(pl.Series(_KEY, keys[: events.height]))
+    visible = frame.filter(_behaviour(events, options.behaviour, "events"))
+    visible = visible.sort(_KEY, maintain_order=True)
+    return _locate(visible, keys[events.height :], options.max_len, span)
+
+
+def _check_columns(frames: Mapping[str, pl.DataFrame], needed: Sequence[str]) -> None:
+    for split, frame in frames.items():
+        missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
+        if missing:
+            raise SchemaError(
+                f"column(s) {missing} needed by data.history not found in the {split} data; "
+                f"it has {frame.columns}. Fix data.history or the features' history:"
+            )
+
+
 def _row_keys(
     frames: Mapping[str, pl.DataFrame], order: list[str], options: HistoryOptions
 ) -> tuple[dict[str, np.ndarray], int]:
-    """``user_rank * span + time_rank`` per row (int64; sorts as (user, time)), by split, and
-    the span (one more than the largest time rank)."""
+    """The sort key of each row (see :func:`_sort_keys`) by split, and the span."""
     users = pl.concat([_user_keys(frames[s], options.user, s) for s in order])
     times = pl.concat([_times(frames[s], options.time, s) for s in order])
-    user_rank = users.rank("dense").cast(pl.Int64).to_numpy()
-    time_rank = times.rank("dense").cast(pl.Int64).to_numpy()
-    span = int(time_rank.max(initial=0)) + 1
-    if int(user_rank.max(initial=0)) + 1 >= 2**62 // span:
-        raise DataError("too many distinct users and times for the history key (2^62)")
-    keys = user_rank * span + time_rank
+    keys, span = _sort_keys(users, times)
     out, start = {}, 0
     for split in order:
         stop = start + frames[split].height
@@ -117,8 +158,19 @@ def _row_keys(
     return out, span
 
 
+def _sort_keys(users: pl.Series, times: pl.Series) -> tuple[np.ndarray, int]:
+    """``user_rank * span + time_rank`` per row (int64; sorts as (user, time)), and the span
+    (one more than the largest time rank)."""
+    user_rank = users.rank("dense").cast(pl.Int64).to_numpy()
+    time_rank = times.rank("dense").cast(pl.Int64).to_numpy()
+    span = int(time_rank.max(initial=0)) + 1
+    if int(user_rank.max(initial=0)) + 1 >= 2**62 // span:
+        raise DataError("too many distinct users and times for the history key (2^62)")
+    return user_rank * span + time_rank, span
+
+
 def _user_keys(frame: pl.DataFrame, column: str, split: str) -> pl.Series:
-    from finalmlp.features.processor import normalize_tokens
+    from finalmlp.features.tokens import normalize_tokens
 
     keys = normalize_tokens(frame[column], column)
     if keys.null_count():

@@ -30,7 +30,7 @@ import polars as pl
 from finalmlp.data.libsvm import read_libsvm
 from finalmlp.data.textlines import line_blocks
 from finalmlp.errors import DataError, SchemaError
-from finalmlp.features.infer import InferredSchema, column_stats
+from finalmlp.features.proposal import InferredSchema, column_stats
 from finalmlp.schema import FieldRange, LibsvmOptions, NumericFeature
 
 SPARSE_FORMATS = ("libsvm", "libffm")

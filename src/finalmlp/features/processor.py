@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
-from polars.datatypes import DataTypeClass
 from pydantic import TypeAdapter
 
 from finalmlp.columns import check_columns, parse_floats
@@ -31,6 +30,7 @@ from finalmlp.errors import DataError, NotFittedError, SchemaError
 from finalmlp.features.history import RowHistories
 from finalmlp.features.history_column import HistoryColumn
 from finalmlp.features.tables import FIRST_ID, IdTable
+from finalmlp.features.tokens import Dtype, has_boolean_text, normalize_tokens, token_expr
 from finalmlp.io import atomic_write_text
 from finalmlp.layout import FieldLayout, Pooling
 from finalmlp.schema import (
@@ -45,14 +45,11 @@ from finalmlp.schema import (
 # state would encode such values differently from how its model was trained, so it is refused.
 STATE_VERSION = 2
 _FEATURES = TypeAdapter(list[Feature])
-_Dtype = pl.DataType | DataTypeClass  # a Polars dtype, instance (List(...)) or class (String)
 _T = TypeVar("_T")
 
 # Values per feature that streamed fitting samples for quantile bucket edges.
 QUANTILE_SAMPLE = 1_000_000
 MISSING_BUCKET = "null"  # log_square token of a missing value: no number collides with it
-# Spellings of booleans in text files (Polars/Spark write true, pandas True) -> Arrow's text.
-_BOOLEAN_TEXT = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false"}
 
 
 @dataclass(frozen=True)
@@ -384,63 +381,6 @@ def _is_history(feat: Feature) -> bool:
     return isinstance(feat, SequenceFeature) and feat.history is not None
 
 
-def normalize_tokens(column: pl.Series, feature: str) -> pl.Series:
-    """String tokens of a categorical column, the same whatever dtype the file stored.
-
-    Text is stripped; integers become their decimal text; floats that are whole numbers
-    become integer text (``1005.0`` -> ``"1005"``), other floats their shortest text
-    (``1.5`` -> ``"1.5"``); booleans, and the text ``True``/``TRUE`` (pandas writes those),
-    become ``"true"``/``"false"``. Missing values (null, NaN, empty or blank text) come back
-    as null for the caller's fill value.
-
-    Raises:
-        SchemaError: a nested column (list, struct) where single values are expected.
-    """
-    if column.dtype == pl.Utf8:  # the Utf8 branch of _token_expr, with booleans checked first
-        text = column.str.strip_chars()
-        if text.is_in(list(_BOOLEAN_TEXT)).any():
-            text = text.replace(_BOOLEAN_TEXT)
-        return text.replace("", None)
-    expr = _token_expr(pl.col(column.name), column.dtype, column.name, feature)
-    return column.to_frame().select(expr.alias(column.name)).to_series()
-
-
-def _has_boolean_text(column: pl.Series) -> bool:
-    """Whether a text column may hold ``True``/``FALSE``...: a cheap check that spares most
-    columns the (5x slower) replacement."""
-    if column.dtype != pl.Utf8:
-        return column.dtype != pl.Null  # lists, categoricals: do not bother checking
-    return bool(column.str.contains_any(list(_BOOLEAN_TEXT)).any())
-
-
-def _token_expr(
-    expr: pl.Expr, dtype: _Dtype, column: str, feature: str, booleans: bool = True
-) -> pl.Expr:
-    """:func:`normalize_tokens` as an expression (also used on list items).
-
-    ``booleans=False`` skips mapping ``True``/``FALSE``... to ``true``/``false`` for text
-    known to hold none of them.
-    """
-    if dtype == pl.Null:
-        return expr.cast(pl.Utf8)
-    if dtype == pl.Boolean or dtype.is_integer() or dtype.is_temporal():
-        return expr.cast(pl.Utf8)
-    if dtype.is_float() or dtype.is_decimal():
-        x = expr.cast(pl.Float64)
-        whole = x.is_finite() & (x == x.floor()) & (x.abs() < 2.0**63)
-        as_int = x.cast(pl.Int64, strict=False).cast(pl.Utf8)
-        return pl.when(x.is_nan()).then(None).when(whole).then(as_int).otherwise(x.cast(pl.Utf8))
-    if dtype == pl.Utf8 or isinstance(dtype, pl.Categorical | pl.Enum):
-        text = expr.cast(pl.Utf8).str.strip_chars()
-        text = text.replace(_BOOLEAN_TEXT) if booleans else text
-        return text.replace("", None)
-    raise SchemaError(
-        f"column {column!r} of feature {feature!r} has dtype {dtype}; expected single values "
-        "(text, integers, floats or booleans). Flatten the column, or declare a list column "
-        "as a sequence feature"
-    )
-
-
 def finite_values(df: pl.DataFrame, feat: NumericFeature) -> pl.Series:
     """Float64 values with missing, NaN and +-inf (also as text) as null; text is an error."""
     values = parse_floats(df[feat.column], "numeric", lambda row: f"row {row + 1:,}")
@@ -574,7 +514,7 @@ def _sequence_lists(column: pl.Series, feat: SequenceFeature) -> pl.Series:
     dtype = column.dtype
     if dtype == pl.Utf8 or isinstance(dtype, pl.Categorical | pl.Enum):
         items = pl.col(column.name).cast(pl.Utf8).fill_null("").str.split(feat.separator)
-        inner: _Dtype = pl.Utf8
+        inner: Dtype = pl.Utf8
     elif isinstance(dtype, pl.List | pl.Array) and not dtype.inner.is_nested():
         items = pl.col(column.name)
         if isinstance(dtype, pl.Array):
@@ -588,8 +528,8 @@ def _sequence_lists(column: pl.Series, feat: SequenceFeature) -> pl.Series:
         )
     else:
         items, inner = pl.concat_list(pl.col(column.name)), dtype
-    booleans = _has_boolean_text(column)
-    token = _token_expr(pl.element(), inner, column.name, feat.name, booleans)
+    booleans = has_boolean_text(column)
+    token = token_expr(pl.element(), inner, column.name, feat.name, booleans)
     lists = column.to_frame().select(items.list.eval(token.drop_nulls())).to_series()
     if feat.truncate == "head":
         return lists.list.head(feat.max_len)

@@ -17,7 +17,7 @@ from torch import nn
 from finalmlp.batch import Batch
 from finalmlp.errors import ConfigError
 from finalmlp.layout import FieldLayout, Pooling
-from finalmlp.models.attention import pooling_module
+from finalmlp.models.attention import TargetAttention, pooling_module
 from finalmlp.schema import MLPConfig
 
 EMBEDDING_INIT_STD = 1e-4
@@ -151,6 +151,17 @@ class FeatureEmbedding(nn.Module):
         """The ``index``-th sequence field as one embedding: (B, E)."""
         items, mask = self.embed_sequence(batch, index)
         return self.poolers[index](items, mask, self.sequence_target(batch, index))
+
+    def attention_weights(self, batch: Batch, index: int) -> torch.Tensor | None:
+        """The weight (B, L) the ``index``-th sequence field's attention pooling gives each
+        item, 0 on padding (what :meth:`pool_sequence` sums the items with); None when the
+        field is not pooled by attention."""
+        pooler = self.poolers[index]
+        target = self.sequence_target(batch, index)
+        if not isinstance(pooler, TargetAttention) or target is None:
+            return None
+        items, mask = self.embed_sequence(batch, index)
+        return pooler.weights(items, mask, target)
 
     def embed_categorical(self, ids: torch.Tensor) -> torch.Tensor:
         """(N, C) ids of this module's categorical fields (in its field order) -> (N, C, E)."""

@@ -19,6 +19,7 @@ from finalmlp.features.processor import EncodedFeatures, FeatureProcessor
 from finalmlp.inference import predict_proba
 from finalmlp.io import atomic_write_text
 from finalmlp.report import sections
+from finalmlp.report.attention import attention_section, attention_summary
 from finalmlp.report.gates import mean_gates
 from finalmlp.report.html import Section, render_html
 from finalmlp.report.importance import permutation_importance
@@ -65,7 +66,8 @@ def _state(processor: FeatureProcessor) -> str:
 
 
 def build_sections(run: Run, splits: dict[str, EncodedSplit]) -> list[Section]:
-    """Summary, history (when recorded), test curves, gates (gated models), importance."""
+    """Summary, history (when recorded), test curves, gates (gated models), importance,
+    selection, attention over histories (attention-pooled sequences)."""
     batch_size = run.config.train.eval_batch_size
     test = splits["test"]
     assert test.label is not None  # prepared splits are labelled
@@ -88,7 +90,18 @@ def build_sections(run: Run, splits: dict[str, EncodedSplit]) -> list[Section]:
     )
     built.append(sections.importance_section(layout, importances, valid.num_rows, VALID_SEED))
     built.append(selection_section(run.path))
+    built.append(attention_report(run, test, batch_size))
     return [section for section in built if section is not None]
+
+
+def attention_report(run: Run, test: EncodedSplit, batch_size: int) -> Section | None:
+    """Attention weights over the histories of (at most VALID_MAX_ROWS) test rows, when the
+    model pools a sequence by attention."""
+    sample = sample_rows(test, VALID_MAX_ROWS, VALID_SEED)
+    summaries = attention_summary(run.model, run.processor, sample, batch_size)
+    layout = run.processor.layout
+    softmax = any(layout.pooling(i).softmax for i in range(len(layout.sequence_fields)))
+    return attention_section(summaries, sample.num_rows, softmax)
 
 
 def expert_summary(run: Run, split: EncodedSplit, batch_size: int) -> dict | None:

@@ -191,3 +191,20 @@ def expert_gates_figure(
     figure.colorbar(image, ax=axes, label="mean gate weight")
     axes.set_title("Mean gate weight per task and expert (valid)", fontsize=10)
     return figure
+
+
+def position_weights_figure(
+    means: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray]
+) -> Figure:
+    """Mean attention weight by history position (1 = most recent), one line per field;
+    positions no row reaches are left out."""
+    figure = new_figure(6.0, 3.8)
+    axes = figure.subplots()
+    for index, (field, values) in enumerate(means.items()):
+        shown = np.flatnonzero(rows[field] > 0)
+        axes.plot(shown + 1, values[shown], marker="o", markersize=3, label=field,
+                  color=COLORS[index % 4])  # fmt: skip
+    _style(axes, "Mean attention weight by history position (test)",
+           "position (1 = most recent item)", "mean weight")  # fmt: skip
+    axes.legend(frameon=False)
+    return figure

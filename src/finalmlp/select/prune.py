@@ -71,18 +71,18 @@ def binarize(gates: Gates, processor: FeatureProcessor) -> Selection:
     rows: list[dict[str, Any]] = []
     kinds = _field_kinds(layout)
     for name in layout.field_names:
-        kind, table = kinds[name]
+        kind, field_table = kinds[name]
         gate = gates.field_index.get(name)
         if gates.level == "field":
             on = gate is None or bool(kept[gate])
-            total = layout.table_sizes[table] - FIRST_ID if table is not None else 1
+            total = layout.table_sizes[field_table] - FIRST_ID if field_table is not None else 1
             kept_values = total if on else 0
-        elif table is None:  # a numeric field: one value
+        elif field_table is None:  # a numeric field: one value
             on = gate is None or bool(kept[gate])
             total, kept_values = 1, int(on)
         else:
-            total = layout.table_sizes[table] - FIRST_ID
-            kept_values = int(table_keep[table].sum())
+            total = layout.table_sizes[field_table] - FIRST_ID
+            kept_values = int(table_keep[field_table].sum())
             on = kept_values > 0
         field_kept[name] = on
         rows.append({"field": name, "kind": kind, "kept": kept_values, "total": total})
@@ -108,9 +108,9 @@ def binarize(gates: Gates, processor: FeatureProcessor) -> Selection:
         ).astype(np.int64)
     for row in rows:
         row["dropped"] = not field_kept[row["field"]]
-        table = kinds[row["field"]][1]
-        if table is not None:  # the rows the pruned table really has
-            rows_kept = table_rows.get(names[table])
+        field_table = kinds[row["field"]][1]
+        if field_table is not None:  # the rows the pruned table really has
+            rows_kept = table_rows.get(names[field_table])
             row["kept"] = 0 if rows_kept is None else len(rows_kept) - FIRST_ID
     kept_fields = [n for n in layout.field_names if field_kept[n]]
     if not kept_fields:

@@ -152,6 +152,10 @@ def select_from_config(
             "full": {split: full[split] for split in ("valid", "test")},
             "selected": {split: selected[split] for split in ("valid", "test")},
         },
+        "probability_check": {
+            "full": full.get("probability_check"),
+            "selected": selected.get("probability_check"),
+        },
         "epochs": {"full": full["epochs"], "selected": selected["epochs"]},
         "seconds": {
             "full_training": full_seconds,

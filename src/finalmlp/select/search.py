@@ -110,7 +110,9 @@ def run_search(
 
 def _own_learning_rate(trainer: Trainer, mask: torch.nn.Parameter, lr: float) -> None:
     """Give the masks a param group of their own with learning rate ``lr``."""
-    optimizer = getattr(trainer.optimizer, "dense", trainer.optimizer)
+    optimizer = trainer.optimizer
+    if not isinstance(optimizer, torch.optim.Optimizer):  # SparseDenseAdam: its dense half
+        optimizer = optimizer.dense
     for group in optimizer.param_groups:
         group["params"] = [p for p in group["params"] if p is not mask]
     optimizer.add_param_group({"params": [mask], "lr": lr})

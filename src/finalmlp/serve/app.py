@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import random
 import signal
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -40,9 +37,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from finalmlp.bundle import load_run
 from finalmlp.errors import ConfigError, DataError, FinalMLPError
-from finalmlp.serve.ab import ABLog, Arm, UnknownRequestError, choose_arm, normalize_arms
+from finalmlp.serve.ab import ABLog, UnknownRequestError, choose_arm
+from finalmlp.serve.arms import ArmBundle, load_arms
 from finalmlp.serve.bodies import (
     FeedbackRequest,
     FeedbackResponse,
@@ -55,64 +52,11 @@ from finalmlp.serve.bodies import (
 )
 from finalmlp.serve.metrics import MetricsMiddleware, ServiceMetrics
 from finalmlp.serve.microbatch import MicroBatcher
-from finalmlp.serve.rowwise import RowScorer
-from finalmlp.serve.scorer import Prepared, RecordError, Scorer, UnknownFields, clip_text
+from finalmlp.serve.scorer import Prepared, RecordError, Scorer, clip_text
 from finalmlp.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
-VERSION_CHARS = 12  # model_version: this many hex digits of the bundle's content hash
 PREPARE_INLINE_ROWS = 64  # requests up to this many records are validated on the event loop
-
-
-# ----------------------------------------------------------------------------- arms
-@dataclass(frozen=True)
-class ArmBundle:
-    """An arm with its loaded bundle: the Scorer (a RowScorer from :func:`load_arm`) and the
-    bundle's content hash."""
-
-    arm: Arm
-    scorer: Scorer
-    content_sha256: str
-
-    @property
-    def name(self) -> str:
-        return self.arm.name
-
-    @property
-    def version(self) -> str:
-        return self.content_sha256[:VERSION_CHARS]
-
-    @property
-    def rowwise(self) -> bool:
-        """Whether small requests are encoded row-wise (see :mod:`finalmlp.serve.rowwise`)."""
-        return getattr(self.scorer, "encoder", None) is not None
-
-
-def load_arm(arm: Arm, unknown_fields: UnknownFields = "reject") -> ArmBundle:
-    """Load an arm's bundle (verified against its manifest's content hash).
-
-    Raises:
-        DataError: not a run directory, damaged, or replaced while it was being read.
-    """
-    for _ in range(3):  # a bundle replaced while loading: read it again
-        before = _manifest_hash(arm.path)
-        run = load_run(arm.path)
-        if _manifest_hash(arm.path) == before:
-            return ArmBundle(arm, RowScorer(run, unknown_fields), before)
-    raise DataError(f"{arm.path} kept changing while it was loaded; try again")
-
-
-def load_arms(arms: Sequence[Arm], unknown_fields: UnknownFields = "reject") -> list[ArmBundle]:
-    """Load every arm, with weights normalised to sum to 1."""
-    return [load_arm(arm, unknown_fields) for arm in normalize_arms(arms)]
-
-
-def _manifest_hash(path: Path) -> str:
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        return str(manifest["content_sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""  # load_run names what is wrong
 
 
 # ----------------------------------------------------------------------------- service

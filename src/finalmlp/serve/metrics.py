@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from finalmlp.serve.app import ArmBundle
+    from finalmlp.serve.arms import ArmBundle
 
 ENDPOINTS = frozenset(
     [

@@ -25,13 +25,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from finalmlp.features.processor import (
-    _BOOLEAN_TEXT,
-    MISSING_BUCKET,
-    EncodedFeatures,
-    FeatureProcessor,
-)
+from finalmlp.features.processor import MISSING_BUCKET, EncodedFeatures, FeatureProcessor
 from finalmlp.features.tables import FIRST_ID, OOV_ID, IdTable, stable_hash
+from finalmlp.features.tokens import BOOLEAN_TEXT
 from finalmlp.schema import CategoricalFeature, NumericFeature, SequenceFeature
 from finalmlp.serve.scorer import Prepared, Scorer, UnknownFields
 
@@ -52,7 +48,7 @@ def _token(value: str | None) -> str | None:
     if value is None:
         return None
     text = value.strip(WHITESPACE)
-    text = _BOOLEAN_TEXT.get(text, text)
+    text = BOOLEAN_TEXT.get(text, text)
     return text or None
 
 

@@ -10,7 +10,6 @@ and the field.
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,45 +20,15 @@ import polars as pl
 
 from finalmlp.bundle import Run, load_run
 from finalmlp.data.split import EncodedSplit
-from finalmlp.errors import FinalMLPError
 from finalmlp.features.processor import EncodedFeatures
 from finalmlp.inference import predict_proba
 from finalmlp.schema import NumericFeature, SequenceFeature
+from finalmlp.serve.events import EVENTS_FIELD, EventHistories, RecordEvents
+from finalmlp.serve.records import ECHO_CHARS, RecordError, clip_text, scalar_text, show
+
+__all__ = ["ECHO_CHARS", "InputField", "Prepared", "RecordError", "Scorer", "clip_text", "show"]
 
 UnknownFields = Literal["reject", "ignore"]
-ECHO_CHARS = 100  # an input value or name quoted in an error message: at most this many chars
-
-
-def clip_text(text: str, limit: int = ECHO_CHARS) -> str:
-    """``text`` cut to ``limit`` characters, with a note of its length when it was longer."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text):,} characters)"
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxlong = 3, 8, 8, 40
-_REPR.maxstring = _REPR.maxother = ECHO_CHARS
-
-
-def show(value: Any) -> str:
-    """An input value for an error message: its repr, clipped (never the whole of a huge one)."""
-    if isinstance(value, str):
-        if len(value) <= ECHO_CHARS:
-            return repr(value)
-        return f"{value[:ECHO_CHARS]!r}... ({len(value):,} characters)"
-    return clip_text(_REPR.repr(value))
-
-
-class RecordError(FinalMLPError, ValueError):
-    """A record that cannot be scored: which record, which field, what was wrong."""
-
-    def __init__(self, index: int, field: str, message: str) -> None:
-        field = clip_text(field)
-        super().__init__(f"record {index}, field {field!r}: {message}")
-        self.index = index
-        self.field = field
-        self.detail = message
 
 
 @dataclass
@@ -116,6 +85,10 @@ class Scorer:
         self.batch_size = batch_size
         self.fields = _input_fields(run)
         self._by_name = {f.name: f for f in self.fields}
+        # a run with data.history also takes each record's recent events (serve/events.py)
+        self.events = EventHistories.of_run(run, reject_unknown=unknown_fields == "reject")
+        extra = self.events.record_fields if self.events is not None else set()
+        self._accepted = set(self._by_name) | extra
 
     @classmethod
     def from_path(cls, path: str | Path, unknown_fields: UnknownFields = "reject") -> Scorer:
@@ -144,10 +117,15 @@ class Scorer:
     def prepare(self, records: Sequence[Mapping[str, Any]]) -> Prepared:
         """Validate and clean raw records (RecordError naming the record and field)."""
         columns: dict[str, list[Any]] = {f.name: [] for f in self.fields}
+        with_events: list[RecordEvents] = []
         for index, record in enumerate(records):
             self._check_record(index, record)
+            if self.events is not None and record.get(EVENTS_FIELD) is not None:
+                with_events.append(self.events.parse(index, record))
             for field in self.fields:
                 columns[field.name].append(_clean(index, field, record.get(field.name)))
+        if self.events is not None:
+            self.events.fill(columns, with_events)
         return Prepared(columns, len(records))
 
     def score_prepared(self, prepared: Prepared) -> np.ndarray:
@@ -222,9 +200,14 @@ class Scorer:
                 raise RecordError(index, field.name, "required field is missing")
         if self.unknown_fields == "reject":
             for key in record:
-                if key not in self._by_name:
+                if key == EVENTS_FIELD and self.events is None:
                     raise RecordError(
-                        index, str(key), f"unknown field; the model takes {sorted(self._by_name)}"
+                        index, key, "this model builds no history from events (it was "
+                        "trained without data.history); send its fields only"
+                    )  # fmt: skip
+                if key not in self._accepted:
+                    raise RecordError(
+                        index, str(key), f"unknown field; the model takes {sorted(self._accepted)}"
                     )
 
 
@@ -271,22 +254,6 @@ def _clean(index: int, field: InputField, value: Any) -> Any:
         # A JSON list keeps its items whole (an item may contain the separator); text is
         # split on the separator, as in a data file.
         if isinstance(value, list):
-            return [_scalar_text(index, field, item) for item in value]
-        return _scalar_text(index, field, value).split(field.separator)
-    return _scalar_text(index, field, value)
-
-
-def _scalar_text(index: int, field: InputField, value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return ""
-        return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, int | str):
-        return str(value)
-    raise RecordError(
-        index,
-        field.name,
-        f"expected a string or number, got {type(value).__name__} {show(value)}",
-    )
+            return [scalar_text(index, field.name, item) for item in value]
+        return scalar_text(index, field.name, value).split(field.separator)
+    return scalar_text(index, field.name, value)
