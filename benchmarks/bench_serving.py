@@ -13,7 +13,10 @@ load comes from other processes:
 Each case runs a few seconds of warm-up, then `--duration` seconds measured. The model: FinalMLP
 with the paper's Frappe settings, trained one epoch on the first `--train-rows` rows of
 `../shared/data/frappe_x1` (request bodies are its test rows), or the synthetic generator when
-that folder is absent. `--bundle` serves an existing run directory instead.
+that folder is absent. `--bundle` serves an existing run directory instead. `--history N`: a
+DIN trained one epoch on the synthetic event log (`synthetic.histories`, `data.history.max_len`
+N), each request a record whose two histories (clicked items and their categories) are JSON
+lists of N items.
 
 Usage:
     apt-get install -y wrk
@@ -74,6 +77,50 @@ def train_bundle(folder: Path, train_rows: int) -> Path:
     out = folder / "run"
     train_from_config(parse_config(raw, base_dir=ROOT / "configs"), out)
     return out
+
+
+def train_history_bundle(folder: Path, train_rows: int, max_len: int) -> Path:
+    """A DIN run directory on the synthetic event log, histories of up to ``max_len`` items."""
+    from finalmlp.config import parse_config
+    from finalmlp.data.synthetic_history import event_log_config
+    from finalmlp.train.run import train_from_config
+
+    history = {**event_log_config()["history"], "max_len": max_len}
+    raw = {
+        "data": {
+            "recipe": "synthetic",
+            "synthetic": {"num_rows": train_rows, "histories": True},
+            "history": history,
+            "cache_dir": str(folder / "cache"),
+        },
+        "model": {"name": "din"},
+        "train": {"max_epochs": 1, "progress": False},
+    }
+    out = folder / "run"
+    train_from_config(parse_config(raw), out)
+    return out
+
+
+def history_rows(count: int, length: int, seed: int = 99) -> list[dict[str, Any]]:
+    """Records of the synthetic event log, each with ``length`` earlier clicked items and their
+    categories as JSON lists (most recent last)."""
+    from finalmlp.data.synthetic_history import (
+        ITEMS_PER_CATEGORY,
+        NUM_CATEGORIES,
+        generate_event_log,
+    )
+    from finalmlp.schema import SyntheticOptions
+
+    rng = np.random.default_rng(seed)
+    frame = generate_event_log(SyntheticOptions(num_rows=count, seed=seed, histories=True))
+    rows = []
+    for record in frame.select("user", "item", "category").to_dicts():
+        category = rng.integers(0, NUM_CATEGORIES, length)
+        item = category * ITEMS_PER_CATEGORY + rng.integers(0, ITEMS_PER_CATEGORY, length)
+        record["hist_item"] = [f"i{i}" for i in item]
+        record["hist_category"] = [f"k{c}" for c in category]
+        rows.append(record)
+    return rows
 
 
 def request_rows(bundle: Path, count: int) -> list[dict[str, Any]]:
@@ -422,6 +469,13 @@ def main() -> None:
         action="store_true",
         help="fixed-rate case with a body of 4.19M tiny records sent once a second alongside",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve a DIN trained on the synthetic event log; records carry N-item histories",
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--invalid-payloads", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--invalid-fraction", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -451,8 +505,12 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        bundle = args.bundle or train_bundle(folder, args.train_rows)
-        rows = request_rows(bundle, 4096)
+        if args.history:
+            bundle = args.bundle or train_history_bundle(folder, args.train_rows, args.history)
+            rows = history_rows(4096, args.history)
+        else:
+            bundle = args.bundle or train_bundle(folder, args.train_rows)
+            rows = request_rows(bundle, 4096)
         results = [
             {"repeat": repeat, **r}
             for repeat in range(args.repeats)
@@ -469,11 +527,14 @@ def main() -> None:
         "commit": _commit(),
         "bundle": str(args.bundle)
         if args.bundle
+        else f"trained: din, synthetic event log, 1 epoch on {args.train_rows:,} rows"
+        if args.history
         else (
             f"trained: frappe_x1 paper settings, 1 epoch on {args.train_rows:,} rows"
             if FRAPPE.is_dir()
             else "trained: synthetic"
         ),
+        "history_items_per_record": args.history,
         "duration_s": args.duration,
         "threads": args.threads,
         "ab_log": args.ab_log,
