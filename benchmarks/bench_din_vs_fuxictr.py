@@ -59,7 +59,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from provenance import commit
-from vs_fuxictr_common import PeakMemory, count_csv_rows, machine, rate, write_result
+from vs_fuxictr_common import PeakMemory, count_csv_rows, machine, peer_env, rate, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RATINGS = ROOT / ".." / "shared" / "data" / "movielens_latest_small" / "ratings.csv"
@@ -263,14 +263,6 @@ def ours(settings: dict[str, Any], steps: int, threads: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- driver
-def peer_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "POLARS_MAX_THREADS"):
-        env[key] = str(threads)
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    return env
-
-
 def run_peer(impl: str, args: argparse.Namespace, data: Path, settings: Path, work: Path) -> dict:
     tag = f"{impl}_{len(list(work.glob('*.json')))}"
     out, log = work / f"{tag}.json", work / f"{tag}.log"

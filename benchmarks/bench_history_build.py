@@ -61,6 +61,7 @@ def generate(events: int, users: int, seed: int, path: Path) -> None:
 
 def child(path: Path, max_len: int) -> dict[str, Any]:
     """Read, build and encode in this (fresh) process; its timings and peak RSS."""
+    from finalmlp.data.synthetic_history import event_log_config
     from finalmlp.features.history import build_histories
     from finalmlp.features.history_column import HistoryColumn
     from finalmlp.features.processor import FeatureProcessor
@@ -71,27 +72,7 @@ def child(path: Path, max_len: int) -> dict[str, Any]:
             "format": "parquet",
             "train": str(path),
             "label": "label",
-            "features": [
-                {"name": "user", "type": "categorical"},
-                {"name": "item", "type": "categorical"},
-                {"name": "category", "type": "categorical"},
-                {
-                    "name": "hist_item",
-                    "type": "sequence",
-                    "history": "item",
-                    "share_embedding": "item",
-                    "pooling": "attention",
-                    "target": "item",
-                },
-                {
-                    "name": "hist_category",
-                    "type": "sequence",
-                    "history": "category",
-                    "share_embedding": "category",
-                    "pooling": "attention",
-                    "target": "category",
-                },
-            ],
+            "features": event_log_config()["features"],
             "history": {"user": "user", "time": "time", "max_len": max_len},
         }
     )

@@ -59,6 +59,7 @@ from vs_fuxictr_common import (
     BenchSpec,
     bench_spec,
     machine,
+    peer_env,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,14 +216,6 @@ def gemm_rates(spec: BenchSpec, threads: int, min_seconds: float = 0.3) -> dict[
 
 
 # ----------------------------------------------------------------------------- runs
-def peer_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "POLARS_MAX_THREADS"):
-        env[key] = str(threads)
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    return env
-
-
 def run_peer(impl: str, python: Path, args: argparse.Namespace, data: Path, work: Path) -> dict:
     tag = f"{impl}_{len(list(work.glob('*.json')))}"
     out, log = work / f"{tag}.json", work / f"{tag}.log"

@@ -297,3 +297,13 @@ def write_result(result: dict[str, Any], out: Path | None) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+def peer_env(threads: int) -> dict[str, str]:
+    """The environment of a peer process: every thread pool limited to ``threads``, Ray's
+    usage reporting off."""
+    env = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "POLARS_MAX_THREADS"):
+        env[key] = str(threads)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
